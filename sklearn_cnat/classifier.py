@@ -1,0 +1,622 @@
+"""CNATClassifier: robust training on label evidence through skorch, with certificates.
+
+Design: composition, not inheritance. ``CNATClassifier`` is a plain
+scikit-learn estimator whose ``fit`` builds a skorch ``NeuralNet`` subclass
+(``net_``) and lets skorch run the training loop, callbacks, device placement
+and progress printing. We compose rather than subclass because (a) skorch's
+``NeuralNet`` exposes dozens of routing parameters (``module__*``,
+``optimizer__*``) and mutates state in ``initialize`` while scikit-learn
+requires ``__init__`` to store exactly its arguments; (b) our ``y`` is label
+evidence (vote counts, annotator matrices, labels), which skorch's
+``NeuralNetClassifier`` would treat as class labels (stratified split,
+``np.unique(y)``, accuracy callback); and (c) the nested ``budget``
+transformer must be a real scikit-learn parameter so that ``budget__mapping``
+is tunable by ``GridSearchCV``. Budgets travel with each example through
+skorch's batching as extra target columns ``[pi, r, rho]``.
+"""
+
+import copy
+import inspect
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from torch.utils.data import Dataset
+
+from .budgets import NoiseBudget, NoiseBudgetTransformer
+from .exceptions import CertificationError
+from .losses import CNATLoss
+
+__all__ = ["CNATClassifier"]
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+_GEOMETRIES = ("l1", "kl", "kl_l1")
+_HEADS = ("softmax", "ridge")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _EvidenceDataset(Dataset):
+    """Pairs each input with its target row ``[pi, r, rho]`` (float32)."""
+
+    def __init__(self, inputs, targets, transform=None):
+        self.inputs = inputs
+        self.targets = targets
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = self.inputs[i]
+        if isinstance(x, (tuple, list)):  # torch Datasets yielding (x, label, ...)
+            x = x[0]
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.targets[i]
+
+
+def _is_torch_dataset(X):
+    return isinstance(X, Dataset) and not isinstance(X, torch.Tensor)
+
+
+def _check_finite(arr, what="X"):
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} contains NaN or infinity; clean or impute it before fitting")
+
+
+def _as_array_inputs(X):
+    """Convert array-like images/features to a float32 array.
+
+    2-D: feature matrix (n, d). 3-D (n, H, W): grayscale images, a channel axis is
+    added. 4-D: NCHW floats are used as given; uint8 images are scaled to [0, 1],
+    and uint8 NHWC (last axis 1, 3 or 4 channels and second axis not) is
+    transposed to NCHW. Returns (array, kind) with kind in {"features", "images"}.
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    arr = np.asarray(X)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"X could not be converted to numbers: {exc}") from exc
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+    if arr.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"X must be a feature matrix (n, d), grayscale images (n, H, W) or images "
+            f"(n, C, H, W) / (n, H, W, C); got an array of shape {arr.shape}"
+        )
+    is_uint8 = arr.dtype == np.uint8
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim == 4 and is_uint8 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    out = arr.astype(np.float32)
+    if is_uint8:
+        out /= 255.0
+    else:
+        _check_finite(out)
+    return np.ascontiguousarray(out), ("features" if out.ndim == 2 else "images")
+
+
+def _instantiate_module(module, n_features, n_classes, in_channels, module_kwargs):
+    kwargs = dict(module_kwargs or {})
+    if isinstance(module, str):
+        if module != "linear":
+            raise ValueError(f"module={module!r} is not supported; use 'linear', a torch.nn.Module "
+                             "class or instance, or a factory such as sklearn_cnat.models.resnet18")
+        if n_features is None:
+            raise ValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
+        return nn.Linear(n_features, n_classes, **kwargs)
+    if isinstance(module, nn.Module):
+        return copy.deepcopy(module)
+    if callable(module):
+        params = _signature_params(module)
+        if "num_classes" in params and "num_classes" not in kwargs:
+            kwargs["num_classes"] = n_classes
+        if "in_channels" in params and "in_channels" not in kwargs and in_channels is not None:
+            kwargs["in_channels"] = in_channels
+        built = module(**kwargs)
+        if not isinstance(built, nn.Module):
+            raise TypeError(f"module factory {module!r} returned {type(built).__name__}, not a torch.nn.Module")
+        return built
+    raise TypeError(
+        f"module must be 'linear', a torch.nn.Module class or instance, or a factory returning one; "
+        f"got {type(module).__name__}"
+    )
+
+
+def _signature_params(fn):
+    try:
+        return inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------- skorch net
+
+
+def _make_net_class(accelerate=False):
+    from skorch import NeuralNet
+
+    class _CNATNet(NeuralNet):
+        """skorch NeuralNet whose loss reads ``[pi, r, rho]`` target columns."""
+
+        budget_scale = 1.0
+
+        def get_loss(self, y_pred, y_true, X=None, training=False):
+            k = y_pred.shape[1]
+            y_true = y_true.to(y_pred.device)
+            pi = y_true[:, :k]
+            s = self.budget_scale
+            r = y_true[:, k] * s
+            rho = y_true[:, k + 1] * s
+            return self.criterion_(y_pred, pi, r=r.clamp(max=2.0), rho=rho)
+
+    if not accelerate:
+        return _CNATNet
+    from skorch.hf import AccelerateMixin
+
+    class _AcceleratedCNATNet(AccelerateMixin, _CNATNet):
+        pass
+
+    return _AcceleratedCNATNet
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+class CNATClassifier(ClassifierMixin, BaseEstimator):
+    """Classifier trained with the CNAT loss on label evidence, with CNR certificates.
+
+    Parameters
+    ----------
+    module : "linear", torch.nn.Module class, instance or factory, default="linear"
+        The network. ``"linear"`` is a linear layer on a feature matrix (e.g.
+        embeddings from a frozen foundation model). A class or factory is called
+        with ``num_classes`` (and ``in_channels`` when it accepts it) set from the
+        data plus ``module_kwargs``; an instance is deep-copied and must output
+        ``K`` logits. ``sklearn_cnat.models.resnet18``/``SmallCNN`` and
+        ``torchvision.models.resnet18`` all work.
+    budget : NoiseBudgetTransformer or None, default=None
+        Turns ``y`` into per-example budgets; nested, so ``budget__mapping`` etc.
+        are tunable. ``None`` means ``NoiseBudgetTransformer()``.
+    geometry : {"l1", "kl", "kl_l1"}, default="l1"
+        Uncertainty set used by the loss and by the certificates.
+    head : {"softmax", "ridge"}, default="softmax"
+        ``"softmax"``: predictions from the CNAT-trained network. ``"ridge"``:
+        after training, a ridge head with the semantics of
+        ``sklearn.linear_model.Ridge(alpha=alpha)`` is fitted on the feature map
+        (the input of the module's last linear layer) and the nominal ``pi``;
+        it makes the predictions and is certified exactly (see
+        docs/certificates.md).
+    alpha : float, default=1.0
+        Ridge regularisation (``head="ridge"``).
+    mode : {"worst", "smooth"}, default="worst"
+        CNAT loss mode: exact worst case, or a label distribution drawn inside
+        each set (see :class:`~sklearn_cnat.losses.CNATLoss`).
+    max_epochs : int, default=10
+    lr : float, default=1e-3
+    batch_size : int, default=128
+    optimizer : {"adam", "adamw", "sgd"} or torch optimizer class, default="adam"
+    optimizer_kwargs : dict or None, default=None
+        Extra optimizer arguments (``weight_decay``, ``momentum``...).
+    module_kwargs : dict or None, default=None
+        Extra arguments for a module class or factory.
+    curriculum_epochs : int, default=0
+        Ramp the budgets from 0 to full over this many epochs
+        (:class:`~sklearn_cnat.callbacks.BudgetCurriculum`).
+    callbacks : list of skorch callbacks or None, default=None
+        Extra skorch callbacks, e.g. ``[ValidECE(), EarlyStopping(monitor="valid_ece")]``.
+    validation_fraction : float or None, default=None
+        Hold out this fraction (unstratified, seeded) as skorch's validation split.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
+    device : str, default="cpu"
+    verbose : int, default=0
+        0: silent. 1: skorch's per-epoch table and a progress bar.
+    random_state : int or None, default=None
+        Seeds weight initialisation, shuffling and the smooth-mode sampler. The
+        global torch RNG is left as it was.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    budget_ : NoiseBudget
+        The fitted per-example budgets.
+    net_ : skorch.NeuralNet or None
+        The trained network (None for ``module="linear", head="ridge"``, which
+        fits the ridge head directly on ``X``).
+    coef_, intercept_ : ndarray of shape (n_features, n_classes), (n_classes,)
+        The ridge head (``head="ridge"``).
+    train_features_ : ndarray of shape (n_samples, n_features)
+        Feature map of the training set (``head="ridge"``), kept for certificates.
+    scope_ : {"model", "head"}
+        What the certificates cover: "model" when the features do not depend on
+        the training labels (``module="linear"`` or ``max_epochs=0``), else
+        "head" (conditional on the learned representation).
+    n_features_in_ : int
+        Only for 2-D feature matrices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnat import CNATClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(60, 4)); votes = np.eye(3, dtype=int)[rng.randint(0, 3, 60)] * 3
+    >>> clf = CNATClassifier(head="ridge", random_state=0).fit(X, votes)
+    >>> clf.predict(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        module="linear",
+        *,
+        budget=None,
+        geometry="l1",
+        head="softmax",
+        alpha=1.0,
+        mode="worst",
+        max_epochs=10,
+        lr=1e-3,
+        batch_size=128,
+        optimizer="adam",
+        optimizer_kwargs=None,
+        module_kwargs=None,
+        curriculum_epochs=0,
+        callbacks=None,
+        validation_fraction=None,
+        accelerator=None,
+        device="cpu",
+        verbose=0,
+        random_state=None,
+    ):
+        self.module = module
+        self.budget = budget
+        self.geometry = geometry
+        self.head = head
+        self.alpha = alpha
+        self.mode = mode
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.optimizer_kwargs = optimizer_kwargs
+        self.module_kwargs = module_kwargs
+        self.curriculum_epochs = curriculum_epochs
+        self.callbacks = callbacks
+        self.validation_fraction = validation_fraction
+        self.accelerator = accelerator
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+
+    def _validate_params(self):
+        if self.geometry not in _GEOMETRIES:
+            raise ValueError(f"geometry must be one of {_GEOMETRIES}, got {self.geometry!r}")
+        if self.head not in _HEADS:
+            raise ValueError(f"head must be one of {_HEADS}, got {self.head!r}")
+        if self.mode not in ("worst", "smooth"):
+            raise ValueError(f"mode must be 'worst' or 'smooth', got {self.mode!r}")
+        for name in ("max_epochs", "curriculum_epochs"):
+            val = getattr(self, name)
+            if not isinstance(val, numbers.Integral) or val < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {val!r}")
+        if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.alpha, numbers.Real) and self.alpha > 0):
+            raise ValueError(f"alpha must be a positive number, got {self.alpha!r}")
+        vf = self.validation_fraction
+        if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
+        if isinstance(self.optimizer, str):
+            if self.optimizer not in _OPTIMIZERS:
+                raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
+                                 f"class, got {self.optimizer!r}")
+        elif not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
+            raise ValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
+
+    def _prepare_inputs(self, X, *, fit):
+        """Return (inputs, n_samples) where inputs is a float32 array or a torch Dataset."""
+        if _is_torch_dataset(X):
+            if fit:
+                self._input_kind = "dataset"
+            elif getattr(self, "_input_kind", None) != "dataset":
+                raise ValueError("this classifier was fitted on arrays; pass an array, not a torch Dataset")
+            return X, len(X)
+        arr, kind = _as_array_inputs(X)
+        if fit:
+            self._input_kind = kind
+            if kind == "features":
+                self.n_features_in_ = arr.shape[1]
+            elif hasattr(self, "n_features_in_"):
+                del self.n_features_in_
+            self._input_shape = arr.shape[1:]
+        else:
+            if kind == "features" and hasattr(self, "n_features_in_") and arr.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            if arr.shape[1:] != self._input_shape:
+                raise ValueError(f"X has sample shape {arr.shape[1:]}, but the classifier was fitted on "
+                                 f"sample shape {self._input_shape}")
+        if len(arr) == 0:
+            raise ValueError("X has 0 samples; at least one is required")
+        return arr, len(arr)
+
+    def _fit_budget(self, y, n_samples):
+        if isinstance(y, NoiseBudget):
+            budget = y
+        else:
+            if y is None:
+                raise ValueError("y (label evidence: votes, annotator labels or labels) is required")
+            transformer = NoiseBudgetTransformer() if self.budget is None else clone(self.budget)
+            budget = transformer.fit_transform(y)
+            self.budget_transformer_ = transformer
+        if len(budget) != n_samples:
+            raise ValueError(f"X has {n_samples} samples but y has {len(budget)}; they must match")
+        if budget.pi.shape[1] < 2:
+            raise ValueError("the label evidence has only one class; a classifier needs at least 2 classes")
+        return budget
+
+    def _targets(self, budget):
+        t = np.concatenate([budget.pi, budget.r[:, None], budget.rho[:, None]], axis=1)
+        return torch.as_tensor(t, dtype=torch.float32)
+
+    def _seed(self):
+        rs = self.random_state
+        if rs is None:
+            return None
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(0, 2**31 - 1))
+        return int(rs)
+
+    def _build_net(self, inputs, n_classes, seed):
+        n_features = inputs.shape[1] if self._input_kind == "features" else None
+        in_channels = inputs.shape[1] if self._input_kind == "images" else None
+        module = _instantiate_module(self.module, n_features, n_classes, in_channels, self.module_kwargs)
+        from skorch.callbacks import ProgressBar
+        from skorch.dataset import ValidSplit
+
+        from .callbacks import BudgetCurriculum
+
+        callbacks = list(self.callbacks or [])
+        if self.curriculum_epochs:
+            callbacks.append(("budget_curriculum", BudgetCurriculum(self.curriculum_epochs)))
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar()))
+        train_split = None
+        if self.validation_fraction is not None:
+            train_split = ValidSplit(self.validation_fraction, stratified=False, random_state=seed)
+        opt = _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
+        kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_kwargs or {}).items()}
+        net_cls = _make_net_class(accelerate=self.accelerator is not None)
+        if self.accelerator is not None:
+            kwargs["accelerator"] = self.accelerator
+        net = net_cls(
+            module=module,
+            criterion=CNATLoss,
+            criterion__geometry=self.geometry,
+            criterion__mode=self.mode,
+            criterion__random_state=seed,
+            optimizer=opt,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=train_split,
+            iterator_train__shuffle=True,
+            callbacks=callbacks,
+            predict_nonlinearity=lambda z: torch.softmax(z, dim=-1),
+            device=self.device,
+            verbose=self.verbose,
+            **kwargs,
+        )
+        return net
+
+    def _check_module_output(self, net, dataset, n_classes):
+        net.initialize()
+        x0 = dataset[0][0].unsqueeze(0)
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                out = module(x0.to(net.device))
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise ValueError(
+                f"the module could not process one input of shape {tuple(x0.shape[1:])}: {exc}"
+            ) from exc
+        finally:
+            module.train(was_training)
+        if out.ndim != 2 or out.shape[1] != n_classes:
+            raise ValueError(
+                f"the module outputs logits of shape {tuple(out.shape[1:])} per sample, but the label "
+                f"evidence has K={n_classes} classes; build the module with num_classes={n_classes}"
+            )
+
+    # ------------------------------------------------------------------ fit / predict
+
+    def fit(self, X, y=None):
+        """Fit on inputs ``X`` and label evidence ``y``.
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor or torch Dataset
+            Feature matrix (n, d); images (n, C, H, W) float, or uint8 (n, H, W, C)
+            / (n, C, H, W), scaled to [0, 1]; grayscale (n, H, W); or a torch
+            Dataset yielding inputs (or tuples whose first item is the input).
+        y : array-like or NoiseBudget
+            Vote counts (n, K), annotator labels (n, M) with NaN/-1 missing,
+            labels (n,), or a precomputed :class:`~sklearn_cnat.budgets.NoiseBudget`.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        inputs, n = self._prepare_inputs(X, fit=True)
+        budget = self._fit_budget(y, n)
+        self.budget_ = budget
+        self.classes_ = np.asarray(budget.classes_)
+        k = len(self.classes_)
+        seed = self._seed()
+        self.scope_ = "model" if (self.module == "linear" or self.max_epochs == 0) else "head"
+
+        if self.module == "linear" and self.head == "ridge":
+            self.net_ = None
+            if self._input_kind != "features":
+                raise ValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
+            self._fit_ridge_head(inputs.astype(np.float64))
+            return self
+
+        dataset = _EvidenceDataset(inputs, self._targets(budget))
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            net = self._build_net(inputs, k, seed)
+            self._check_module_output(net, dataset, k)
+            if self.max_epochs:
+                net.partial_fit(dataset, y=None)  # initialised above; partial_fit keeps those weights
+        self.net_ = net
+        if self.head == "ridge":
+            self._fit_ridge_head(self._features(inputs))
+        return self
+
+    def _fit_ridge_head(self, features):
+        from .certificates._ridge import _ridge_fit
+
+        self.train_features_ = np.asarray(features, dtype=np.float64)
+        self.coef_, self.intercept_ = _ridge_fit(self.train_features_, self.budget_.pi, float(self.alpha))
+
+    def _loader_inputs(self, inputs):
+        k = len(self.classes_)
+        return _EvidenceDataset(inputs, torch.zeros(len(inputs), k + 2))
+
+    def _features(self, inputs):
+        """Feature map (input of the last linear layer) as float64 (n, d)."""
+        if self.net_ is None:
+            return np.asarray(inputs, dtype=np.float64)
+        from .models import find_last_linear
+
+        head = find_last_linear(self.net_.module_)
+        captured = []
+        hook = head.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach().cpu()))
+        try:
+            for _ in self.net_.forward_iter(self._loader_inputs(inputs), training=False):
+                pass
+        finally:
+            hook.remove()
+        return torch.cat(captured).reshape(len(inputs), -1).double().numpy()
+
+    def _check_fitted(self):
+        check_is_fitted(self, "budget_")
+
+    def decision_function(self, X):
+        """Scores of shape (n_samples, n_classes): ridge scores or network logits."""
+        self._check_fitted()
+        inputs, _ = self._prepare_inputs(X, fit=False)
+        if self.head == "ridge":
+            return self._features(inputs) @ self.coef_ + self.intercept_
+        logits = self.net_.forward(self._loader_inputs(inputs), training=False)
+        return logits.detach().cpu().double().numpy()
+
+    def predict_proba(self, X):
+        """Class probabilities of shape (n_samples, n_classes).
+
+        Softmax of the logits for ``head="softmax"``. For ``head="ridge"`` the
+        ridge scores sum to one (targets on the simplex, intercept fitted);
+        negative scores are clipped to zero and the rest renormalised, which
+        keeps the arg-max.
+        """
+        scores = self.decision_function(X)
+        if self.head == "ridge":
+            p = np.clip(scores, 0.0, None)
+            total = p.sum(axis=1, keepdims=True)
+            return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / scores.shape[1])
+        z = scores - scores.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted class labels (arg-max score, ties to the lowest class index)."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy against the plurality vote of ``y`` (votes, annotator labels or labels)."""
+        from sklearn.metrics import accuracy_score
+
+        self._check_fitted()
+        if isinstance(y, NoiseBudget):
+            truth = self.classes_[y.labels]
+        elif getattr(self, "budget_transformer_", None) is not None and np.ndim(y) == 2 and np.shape(y)[1] > 1:
+            truth = self.classes_[self.budget_transformer_.transform(y).labels]
+        else:
+            truth = np.asarray(y).ravel()
+        return accuracy_score(truth, self.predict(X), sample_weight=sample_weight)
+
+    # ------------------------------------------------------------------ certificates
+
+    def certify(self, X, tier="stochastic", m=None, delta=0.05):
+        """Certify the predictions on ``X`` against changes of the training labels.
+
+        See docs/certificates.md for the statements and proofs. Only
+        ``head="ridge"`` has an exact engine here; other heads raise
+        :class:`~sklearn_cnat.exceptions.CertificationError` rather than issue an
+        unsound certificate (use
+        :class:`~sklearn_cnat.partition.PartitionAggregationClassifier` for
+        whole-network certificates).
+
+        Parameters
+        ----------
+        X : array-like
+            Test inputs, as for ``predict``.
+        tier : {"stochastic", "bounded", "flip"}, default="stochastic"
+        m : int or None
+            Number of flipped training labels for tier "flip".
+        delta : float, default=0.05
+            Failure probability for tier "stochastic".
+
+        Returns
+        -------
+        Certificate
+        """
+        self._check_fitted()
+        if self.head != "ridge":
+            raise CertificationError(
+                "CNATClassifier(head='softmax') has no sound certificate engine in this release; "
+                "use head='ridge' (exact certificates on the feature map) or "
+                "PartitionAggregationClassifier for whole-network certificates"
+            )
+        from .certificates import certify_ridge
+
+        inputs, _ = self._prepare_inputs(X, fit=False)
+        return certify_ridge(
+            self.train_features_,
+            self.budget_,
+            self._features(inputs),
+            alpha=float(self.alpha),
+            tier=tier,
+            geometry=self.geometry,
+            m=m,
+            delta=delta,
+            scope=self.scope_,
+            classes=self.classes_,
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags

@@ -1,0 +1,178 @@
+"""Backbones shipped with sklearn-cnat, and feature extraction.
+
+torchvision is optional (PyPI's torchvision does not import beside the CPU
+build of torch our machines use), so the package ships its own backbones:
+
+* :class:`SmallCNN`: a small, fast 4-conv CNN for 32x32 (or smaller) images.
+* :func:`resnet18`: a CIFAR-style ResNet-18 (3x3 stem, no max-pool).
+
+Every backbone ends in a single ``torch.nn.Linear`` layer, the *head*. The
+input of that layer is the *feature map* used by the exact ridge certificate
+(``CNATClassifier(head="ridge")``); :func:`extract_features` reads it with a
+forward hook, so torchvision models (whose last layer is ``fc``) work too.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["SmallCNN", "ResNet18", "resnet18", "find_last_linear", "extract_features"]
+
+
+def _conv_bn(c_in, c_out):
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A small fast CNN: four 3x3 conv blocks, two max-pools, global pooling, linear head.
+
+    Parameters
+    ----------
+    num_classes : int, default=10
+        Number of output logits.
+    in_channels : int, default=3
+        Number of input channels.
+    width : int, default=32
+        Channels of the first block; later blocks use ``2 * width`` and ``4 * width``.
+
+    Notes
+    -----
+    Input of shape ``(n, in_channels, H, W)`` with any ``H, W >= 4``; output
+    logits of shape ``(n, num_classes)``. The feature map (input of ``fc``)
+    has ``4 * width`` dimensions.
+    """
+
+    def __init__(self, num_classes=10, in_channels=3, width=32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(in_channels, w),
+            _conv_bn(w, 2 * w),
+            nn.MaxPool2d(2),
+            _conv_bn(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            _conv_bn(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: 3x3 stem without max-pool, four stages of two basic blocks.
+
+    Parameters
+    ----------
+    num_classes : int, default=10
+    in_channels : int, default=3
+    width : int, default=64
+        Channels of the first stage (64 in the standard network).
+
+    Notes
+    -----
+    Input ``(n, in_channels, H, W)`` (designed for 32x32); output ``(n, num_classes)``.
+    The feature map (input of ``fc``) has ``8 * width`` (512) dimensions.
+    """
+
+    def __init__(self, num_classes=10, in_channels=3, width=64):
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)
+        )
+        stages, c_in = [], w
+        for i, c_out in enumerate((w, 2 * w, 4 * w, 8 * w)):
+            stride = 1 if i == 0 else 2
+            stages += [_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.layers = nn.Sequential(*stages)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.layers(self.stem(x))))
+
+
+def resnet18(num_classes=10, in_channels=3, **kwargs):
+    """Build a CIFAR-style :class:`ResNet18` (a factory, like ``torchvision.models.resnet18``)."""
+    return ResNet18(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def find_last_linear(module):
+    """Return the last ``torch.nn.Linear`` submodule of ``module`` (in registration order).
+
+    Raises
+    ------
+    ValueError
+        If ``module`` has no ``nn.Linear`` layer (the ridge head needs the input of one).
+    """
+    last = None
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            last = sub
+    if last is None:
+        raise ValueError(
+            f"{type(module).__name__} has no torch.nn.Linear layer: the feature map is defined "
+            "as the input of the module's last linear layer"
+        )
+    return last
+
+
+@torch.no_grad()
+def extract_features(module, X, *, batch_size=512, device="cpu"):
+    """Feature map of ``module`` on ``X``: the input of its last linear layer.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Network ending in a linear head. Evaluated in ``eval`` mode; its mode is restored.
+    X : torch.Tensor or ndarray of shape (n_samples, ...)
+        Inputs, already in the layout the module expects.
+    batch_size : int, default=512
+    device : str or torch.device, default="cpu"
+
+    Returns
+    -------
+    features : ndarray of shape (n_samples, n_features), float32
+    """
+    head = find_last_linear(module)
+    captured = []
+    hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().cpu()))
+    was_training = module.training
+    module.eval()
+    try:
+        X = torch.as_tensor(X)
+        for start in range(0, len(X), batch_size):
+            module(X[start : start + batch_size].to(device))
+    finally:
+        hook.remove()
+        module.train(was_training)
+    if not captured:
+        return np.zeros((0, head.in_features), dtype=np.float32)
+    return torch.cat(captured).reshape(len(X), -1).numpy().astype(np.float32, copy=False)
