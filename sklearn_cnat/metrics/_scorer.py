@@ -1,0 +1,323 @@
+"""Scorers: ``scorer(estimator, X, y)``, greater is better, built from the metrics.
+
+scikit-learn has no public way to register a scorer name, and its parameter
+validation rejects unknown strings. We do not touch its private registry;
+instead :func:`get_scorer` resolves our names and falls back to
+``sklearn.metrics.get_scorer`` for every other name, and
+:mod:`sklearn_cnat.model_selection` offers drop-ins that resolve names through
+it. See ``docs/metrics.md``.
+"""
+
+import copy
+import difflib
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.metrics import get_scorer as _sklearn_get_scorer
+from sklearn.metrics import get_scorer_names as _sklearn_get_scorer_names
+
+from .._compat import Interval, StrOptions, validate_params
+from ._classification import (
+    ambiguity_accuracy_score,
+    brier_score,
+    certified_accuracy_score,
+    cnr_coverage_score,
+    expected_calibration_error,
+    nll_score,
+    plausible_label_map,
+    plurality_accuracy_score,
+)
+
+__all__ = ["get_scorer", "get_scorer_names", "make_cnr_scorer"]
+
+
+def _is_vote_matrix(y):
+    return y is not None and np.ndim(y) == 2 and np.shape(y)[1] > 1
+
+
+def _align_with_classes(estimator, y_true, y_prob=None):
+    """Map the columns of a vote matrix to ``estimator.classes_``.
+
+    Returns ``(labels, y_prob)``: the class of each column to pass to the
+    metric, and ``y_prob`` widened to the vote columns when needed.
+
+    * Vote matrix with as many columns as ``classes_``: column ``j`` is
+      ``classes_[j]``.
+    * Vote matrix over ``0..K-1`` and integer ``classes_`` that are a subset of
+      it (a fold missed a class): labels are ``0..K-1`` and the missing
+      probability columns are zeros.
+    * 1-D labels: probabilities are in the order of ``classes_``.
+    """
+    classes = getattr(estimator, "classes_", None)
+    if classes is None:
+        return None, y_prob
+    classes = np.asarray(classes)
+    if not _is_vote_matrix(y_true):
+        return (None if y_prob is None else classes), y_prob
+    n_columns = np.shape(y_true)[1]
+    if classes.shape[0] == n_columns:
+        return classes, y_prob
+    if (
+        classes.dtype.kind in "iu"
+        and classes.shape[0] < n_columns
+        and classes.min() >= 0
+        and classes.max() < n_columns
+    ):
+        if y_prob is not None:
+            y_prob = np.asarray(y_prob)
+            widened = np.zeros((y_prob.shape[0], n_columns), dtype=y_prob.dtype)
+            widened[:, classes] = y_prob
+            y_prob = widened
+        return np.arange(n_columns), y_prob
+    raise ValueError(
+        f"{type(estimator).__name__}.classes_ = {classes[:10].tolist()} cannot be "
+        f"matched to the {n_columns} columns of the vote matrix y: expected "
+        f"{n_columns} classes (column j is classes_[j]) or integer classes in "
+        f"0..{n_columns - 1}."
+    )
+
+
+def _check_certifies(estimator, scorer_name):
+    """Raise a TypeError naming ``estimator`` if it has no ``certify`` method."""
+    if not callable(getattr(estimator, "certify", None)):
+        raise TypeError(
+            f"The {scorer_name!r} scorer needs an estimator with a "
+            f"certify(X, tier=..., m=..., delta=...) method, and "
+            f"{type(estimator).__name__} has none. Use an estimator that issues "
+            "CNR certificates (e.g. sklearn_cnat.CNATClassifier)."
+        )
+
+
+class _BaseCNATScorer:
+    """Common parts: sign, sample-weight support, repr."""
+
+    def _accept_sample_weight(self):
+        # scikit-learn's multimetric scorer asks each scorer whether to pass
+        # sample_weight; all of ours accept it.
+        return True
+
+    def __repr__(self):
+        return self._repr
+
+
+class _VoteScorer(_BaseCNATScorer):
+    """Score ``response_method(X)`` against the test fold's labels or votes.
+
+    Parameters
+    ----------
+    score_func : callable
+        ``score_func(y_true, response, labels=..., sample_weight=..., **kwargs)``.
+    response_method : {"predict", "predict_proba"}
+    sign : {1, -1}
+        -1 for losses, so that greater is better.
+    name : str
+        Name in reprs and errors.
+    kwargs : dict, default=None
+        Extra keyword arguments of ``score_func``.
+    """
+
+    def __init__(self, score_func, *, response_method, sign, name, kwargs=None):
+        self._score_func = score_func
+        self._response_method = response_method
+        self._sign = sign
+        self._kwargs = {} if kwargs is None else dict(kwargs)
+        self._name = name
+        self._repr = f"get_scorer({name!r})"
+
+    def __call__(self, estimator, X, y_true, sample_weight=None):
+        """Score ``estimator`` on ``X`` against ``y_true`` (labels or votes)."""
+        method = getattr(estimator, self._response_method, None)
+        if method is None:
+            raise TypeError(
+                f"The {self._name!r} scorer needs "
+                f"{type(estimator).__name__}.{self._response_method}(X), which it "
+                "lacks."
+            )
+        response = method(X)
+        if self._response_method == "predict":
+            labels, _ = _align_with_classes(estimator, y_true)
+        else:
+            labels, response = _align_with_classes(estimator, y_true, response)
+        score = self._score_func(
+            y_true, response, labels=labels, sample_weight=sample_weight, **self._kwargs
+        )
+        return self._sign * score
+
+
+class _CertificateScorer(_BaseCNATScorer):
+    """Score ``estimator.certify(X, tier, m, delta)``; see :func:`make_cnr_scorer`."""
+
+    def __init__(self, metric, *, tier, delta, m):
+        self._metric = metric
+        self._tier = tier
+        self._delta = delta
+        self._m = m
+        self._sign = 1
+        self._name = "cnr_coverage" if metric == "coverage" else "certified_accuracy"
+        self._repr = (
+            f"make_cnr_scorer(metric={metric!r}, tier={tier!r}, delta={delta!r}, "
+            f"m={m!r})"
+        )
+
+    def __call__(self, estimator, X, y_true=None, sample_weight=None):
+        """Certify ``X`` and return the coverage or certified accuracy."""
+        _check_certifies(estimator, self._name)
+        certificate = estimator.certify(X, tier=self._tier, m=self._m, delta=self._delta)
+        if self._metric == "coverage":
+            return cnr_coverage_score(certificate, sample_weight=sample_weight)
+        if y_true is None:
+            raise ValueError("The 'certified_accuracy' scorer needs y.")
+        labels, _ = _align_with_classes(estimator, y_true)
+        return certified_accuracy_score(
+            y_true, certificate, labels=labels, sample_weight=sample_weight
+        )
+
+
+@validate_params(
+    {
+        "metric": [StrOptions({"coverage", "certified_accuracy"})],
+        "tier": [str],
+        "delta": [Interval(Real, 0, 1, closed="neither"), None],
+        "m": [Interval(Integral, 1, None, closed="left"), None],
+    },
+    prefer_skip_nested_validation=True,
+)
+def make_cnr_scorer(metric="coverage", *, tier="stochastic", delta=0.05, m=None):
+    """Make a scorer from CNR certificates.
+
+    The scorer calls ``estimator.certify(X, tier=tier, m=m, delta=delta)`` and
+    returns :func:`cnr_coverage_score` or :func:`certified_accuracy_score`
+    (against the plurality vote of the test fold's ``y``). An estimator without
+    ``certify`` raises a ``TypeError`` naming it; the scorer never makes up a
+    value.
+
+    Parameters
+    ----------
+    metric : {"coverage", "certified_accuracy"}, default="coverage"
+        What to score.
+    tier : str, default="stochastic"
+        Certificate tier passed to ``certify`` (see ``docs/certificates.md``).
+    delta : float in (0, 1) or None, default=0.05
+        Failure probability of probabilistic tiers, passed to ``certify``.
+    m : int or None, default=None
+        Number of Monte-Carlo samples (``None``: the estimator's default),
+        passed to ``certify``.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y=None, sample_weight=None) -> float``; greater
+        is better.
+
+    Examples
+    --------
+    >>> from sklearn_cnat.metrics import make_cnr_scorer
+    >>> make_cnr_scorer("certified_accuracy", delta=0.01)
+    make_cnr_scorer(metric='certified_accuracy', tier='stochastic', delta=0.01, m=None)
+    """
+    return _CertificateScorer(metric, tier=tier, delta=delta, m=m)
+
+
+_SCORERS = {
+    "accuracy": _VoteScorer(
+        plurality_accuracy_score, response_method="predict", sign=1, name="accuracy"
+    ),
+    "ambiguity_accuracy": _VoteScorer(
+        ambiguity_accuracy_score,
+        response_method="predict",
+        sign=1,
+        name="ambiguity_accuracy",
+    ),
+    "neg_log_loss": _VoteScorer(
+        nll_score, response_method="predict_proba", sign=-1, name="neg_log_loss"
+    ),
+    "neg_brier_score": _VoteScorer(
+        brier_score, response_method="predict_proba", sign=-1, name="neg_brier_score"
+    ),
+    "neg_ece": _VoteScorer(
+        expected_calibration_error,
+        response_method="predict_proba",
+        sign=-1,
+        name="neg_ece",
+    ),
+    "plausible_label_map": _VoteScorer(
+        plausible_label_map,
+        response_method="predict_proba",
+        sign=1,
+        name="plausible_label_map",
+    ),
+    "cnr_coverage": make_cnr_scorer("coverage"),
+    "certified_accuracy": make_cnr_scorer("certified_accuracy"),
+}
+
+
+def get_scorer_names():
+    """All scorer names :func:`get_scorer` accepts.
+
+    Returns
+    -------
+    names : list of str
+        Sorted; sklearn-cnat's names and every name of
+        ``sklearn.metrics.get_scorer_names()``.
+
+    Examples
+    --------
+    >>> from sklearn_cnat.metrics import get_scorer_names
+    >>> "cnr_coverage" in get_scorer_names() and "roc_auc" in get_scorer_names()
+    True
+    """
+    return sorted(set(_SCORERS) | set(_sklearn_get_scorer_names()))
+
+
+def get_scorer(scoring):
+    """Resolve a scorer name; our names first, then scikit-learn's.
+
+    sklearn-cnat's names (see ``docs/metrics.md``): ``"accuracy"`` (against
+    the plurality vote), ``"ambiguity_accuracy"``, ``"neg_log_loss"``,
+    ``"neg_brier_score"`` (against vote distributions), ``"neg_ece"``,
+    ``"plausible_label_map"``, ``"cnr_coverage"`` and ``"certified_accuracy"``
+    (``make_cnr_scorer`` with tier ``"stochastic"``, ``delta=0.05``). Any other
+    name goes to ``sklearn.metrics.get_scorer``.
+
+    Parameters
+    ----------
+    scoring : str, callable or None
+        A name; a callable or None is returned unchanged.
+
+    Returns
+    -------
+    scorer : callable or None
+        A fresh copy for names.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists our names and close matches.
+
+    Examples
+    --------
+    >>> from sklearn_cnat.metrics import get_scorer
+    >>> get_scorer("cnr_coverage")
+    make_cnr_scorer(metric='coverage', tier='stochastic', delta=0.05, m=None)
+    >>> callable(get_scorer("f1_macro"))  # a scikit-learn name
+    True
+    """
+    if scoring is None or callable(scoring):
+        return scoring
+    if not isinstance(scoring, str):
+        raise TypeError(
+            f"scoring must be a str, a callable or None; got {type(scoring).__name__}."
+        )
+    if scoring in _SCORERS:
+        return copy.deepcopy(_SCORERS[scoring])
+    try:
+        return _sklearn_get_scorer(scoring)
+    except ValueError:
+        pass
+    close = difflib.get_close_matches(scoring, get_scorer_names(), n=3)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise ValueError(
+        f"{scoring!r} is not a valid scoring name.{hint} sklearn-cnat names: "
+        f"{sorted(_SCORERS)}; every name in sklearn.metrics.get_scorer_names() "
+        "is accepted as well (sklearn_cnat.metrics.get_scorer_names() lists all)."
+    ) from None
