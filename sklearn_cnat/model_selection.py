@@ -15,7 +15,6 @@ classifier and a vote matrix, an integer ``cv`` (or the default ``None``, i.e.
 
 from numbers import Integral
 
-import numpy as np
 from sklearn import model_selection as _skms
 from sklearn.base import is_classifier
 
@@ -121,7 +120,7 @@ def _resolve_scoring(scoring):
 
 
 def _check_scoring_support(estimator, scoring):
-    """Fail before fitting if a certificate scorer meets an estimator without certify."""
+    """Fail before fitting when a certificate scorer meets a non-certifier."""
     scorers = scoring.values() if isinstance(scoring, dict) else [scoring]
     for scorer in scorers:
         if isinstance(scorer, _CertificateScorer):
@@ -143,7 +142,9 @@ _SHARED_DOC = """
 """
 
 
-def cross_val_score(estimator, X, y=None, *, groups=None, scoring=None, cv=None, **kwargs):
+def cross_val_score(
+    estimator, X, y=None, *, groups=None, scoring=None, cv=None, **kwargs
+):
     """Evaluate a score by cross-validation; accepts sklearn-cnat scorer names.
 
     Parameters
@@ -191,7 +192,9 @@ def cross_val_score(estimator, X, y=None, *, groups=None, scoring=None, cv=None,
     )
 
 
-def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, **kwargs):
+def cross_validate(
+    estimator, X, y=None, *, groups=None, scoring=None, cv=None, **kwargs
+):
     """Evaluate metrics by cross-validation; accepts sklearn-cnat scorer names.
 
     Parameters
@@ -250,7 +253,7 @@ cross_validate.__doc__ = cross_validate.__doc__.replace("{shared}", _SHARED_DOC)
 
 
 class _ResolveScoringMixin:
-    """Resolve ``scoring`` and the vote-aware default ``cv`` for the duration of ``fit``.
+    """Resolve ``scoring`` and the vote-aware default ``cv`` during ``fit``.
 
     The stored parameters are restored afterwards, so ``get_params``,
     ``set_params`` and ``clone`` see exactly what the user passed; the resolved

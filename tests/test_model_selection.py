@@ -173,7 +173,9 @@ def test_each_fold_scorer_gets_the_test_fold_votes(data):
 def test_explicit_cv_is_kept(data):
     X, votes = data
     cv = skms.KFold(3, shuffle=True, random_state=1)
-    scores = cross_val_score(CertifyingLogistic(), X, votes, scoring="cnr_coverage", cv=cv)
+    scores = cross_val_score(
+        CertifyingLogistic(), X, votes, scoring="cnr_coverage", cv=cv
+    )
     assert_allclose(scores, _by_hand(X, votes, "coverage", cv=cv))
 
 
@@ -201,7 +203,8 @@ def test_unknown_name_raises_listing_ours(data):
     with pytest.raises(ValueError, match=r"not a valid scoring name.*cnr_coverage"):
         cross_val_score(CertifyingLogistic(), X, votes, scoring="coverage_cnr")
     with pytest.raises(ValueError, match="Did you mean 'neg_ece'"):
-        GridSearchCV(CertifyingLogistic(), {"C": [1.0]}, scoring=["neg_ec"]).fit(X, votes)
+        search = GridSearchCV(CertifyingLogistic(), {"C": [1.0]}, scoring=["neg_ec"])
+        search.fit(X, votes)
 
 
 def test_estimator_without_certify_raises_before_fitting(data):
@@ -278,7 +281,8 @@ def test_randomized_search_by_hand(data):
     for i, params in enumerate(search.cv_results_["params"]):
         expected = _by_hand(X, votes, "certified_accuracy", C=params["C"], cv=cv)
         assert search.cv_results_["split0_test_score"][i] == pytest.approx(expected[0])
-        assert search.cv_results_["mean_test_score"][i] == pytest.approx(expected.mean())
+        mean = search.cv_results_["mean_test_score"][i]
+        assert mean == pytest.approx(expected.mean())
     assert search.scoring == "certified_accuracy"
 
 
@@ -291,14 +295,18 @@ def test_search_n_jobs_2(data):
     )
     serial.fit(X, votes)
     parallel.fit(X, votes)
-    assert_allclose(serial.cv_results_["mean_test_cov"], parallel.cv_results_["mean_test_cov"])
+    assert_allclose(
+        serial.cv_results_["mean_test_cov"], parallel.cv_results_["mean_test_cov"]
+    )
 
 
 @pytest.mark.parametrize("Search", [GridSearchCV, RandomizedSearchCV])
 def test_search_clone_and_get_params_round_trip(Search, data):
     X, votes = data
     scoring = {"acc": "accuracy", "cov": "cnr_coverage", "ll": "neg_log_loss"}
-    search = Search(CertifyingLogistic(), {"C": [0.1, 1.0]}, scoring=scoring, refit="acc")
+    search = Search(
+        CertifyingLogistic(), {"C": [0.1, 1.0]}, scoring=scoring, refit="acc"
+    )
     if Search is RandomizedSearchCV:
         search.set_params(n_iter=2, random_state=0)
     params = search.get_params(deep=False)

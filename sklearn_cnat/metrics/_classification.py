@@ -515,7 +515,12 @@ _THRESHOLD = [Interval(Real, 0, 1, closed="right"), None]
 
 
 @validate_params(
-    {**_COMMON, "votes": ["array-like"], "y_pred": ["array-like"], "threshold": _THRESHOLD},
+    {
+        **_COMMON,
+        "votes": ["array-like"],
+        "y_pred": ["array-like"],
+        "threshold": _THRESHOLD,
+    },
     prefer_skip_nested_validation=True,
 )
 def ambiguity_accuracy_score(
@@ -582,7 +587,12 @@ def ambiguity_accuracy_score(
 
 
 @validate_params(
-    {**_COMMON, "votes": ["array-like"], "y_prob": ["array-like"], "threshold": _THRESHOLD},
+    {
+        **_COMMON,
+        "votes": ["array-like"],
+        "y_prob": ["array-like"],
+        "threshold": _THRESHOLD,
+    },
     prefer_skip_nested_validation=True,
 )
 def plausible_label_map(
@@ -677,7 +687,8 @@ def cnr_coverage_score(certificate, *, sample_weight=None):
     --------
     >>> from types import SimpleNamespace
     >>> from sklearn_cnat.metrics import cnr_coverage_score
-    >>> cert = SimpleNamespace(certified=[True, False, True, True], prediction=[0, 1, 1, 0])
+    >>> cert = SimpleNamespace(certified=[True, False, True, True],
+    ...                        prediction=[0, 1, 1, 0])
     >>> cnr_coverage_score(cert)
     0.75
     """
@@ -719,7 +730,8 @@ def certified_accuracy_score(y_true, certificate, *, labels=None, sample_weight=
     --------
     >>> from types import SimpleNamespace
     >>> from sklearn_cnat.metrics import certified_accuracy_score
-    >>> cert = SimpleNamespace(certified=[True, False, True, True], prediction=[0, 1, 1, 0])
+    >>> cert = SimpleNamespace(certified=[True, False, True, True],
+    ...                        prediction=[0, 1, 1, 0])
     >>> certified_accuracy_score([[3, 0], [0, 3], [3, 0], [2, 1]], cert)
     0.5
     """

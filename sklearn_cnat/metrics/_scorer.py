@@ -162,7 +162,9 @@ class _CertificateScorer(_BaseCNATScorer):
     def __call__(self, estimator, X, y_true=None, sample_weight=None):
         """Certify ``X`` and return the coverage or certified accuracy."""
         _check_certifies(estimator, self._name)
-        certificate = estimator.certify(X, tier=self._tier, m=self._m, delta=self._delta)
+        certificate = estimator.certify(
+            X, tier=self._tier, m=self._m, delta=self._delta
+        )
         if self._metric == "coverage":
             return cnr_coverage_score(certificate, sample_weight=sample_weight)
         if y_true is None:
