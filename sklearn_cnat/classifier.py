@@ -22,13 +22,11 @@ import numbers
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.utils.data import Dataset
 
 from .budgets import NoiseBudget, NoiseBudgetTransformer
-from .exceptions import CertificationError
-from .losses import CNATLoss
+from .exceptions import CertificationError, NotFittedError
 
 __all__ = ["CNATClassifier"]
 
@@ -392,6 +390,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         from skorch.dataset import ValidSplit
 
         from .callbacks import BudgetCurriculum
+        from .losses import CNATLoss
 
         callbacks = list(self.callbacks or [])
         if self.curriculum_epochs:
@@ -522,7 +521,25 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         return torch.cat(captured).reshape(len(inputs), -1).double().numpy()
 
     def _check_fitted(self):
-        check_is_fitted(self, "budget_")
+        if not hasattr(self, "budget_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    def feature_map(self, X):
+        """Feature map of ``X``: the input of the module's last linear layer.
+
+        For ``module="linear"`` this is ``X`` itself. These are the features the
+        ridge head and its certificates are computed on.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features), float64
+        """
+        self._check_fitted()
+        inputs, _ = self._prepare_inputs(X, fit=False)
+        return self._features(inputs)
 
     def decision_function(self, X):
         """Scores of shape (n_samples, n_classes): ridge scores or network logits."""
@@ -552,7 +569,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Predicted class labels (arg-max score, ties to the lowest class index)."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def score(self, X, y, sample_weight=None):
         """Accuracy against the plurality vote of ``y`` (votes, annotator labels or labels)."""
