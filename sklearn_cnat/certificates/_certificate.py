@@ -1,0 +1,182 @@
+"""The :class:`Certificate` returned by every certification engine."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..exceptions import CertificationError
+
+__all__ = ["Certificate"]
+
+_TIERS = ("bounded", "flip", "stochastic")
+_SCOPES = ("model", "head")
+
+
+def _per_point(value, name, n, dtype=None, optional=False):
+    if value is None:
+        if optional:
+            return None
+        raise CertificationError(f"Certificate.{name} is required")
+    arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=dtype)
+    if arr.shape != (n,):
+        raise CertificationError(f"Certificate.{name} must have shape ({n},), got {arr.shape}")
+    arr = arr.copy()
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Certificate:
+    """Per-point certificates of a classifier's predictions against label changes.
+
+    What each tier promises, with proofs, is in ``docs/certificates.md``.
+
+    Parameters
+    ----------
+    tier : {"bounded", "flip", "stochastic"}
+        Which statement is certified (Theorem 1, 3 or 4 of docs/certificates.md).
+    scope : {"model", "head"}
+        ``"model"``: the feature map does not depend on the training labels, so the
+        statement covers the whole model; ``"head"``: the head only, features fixed.
+    engine : str
+        The engine that produced the certificate (e.g. ``"ridge-l1-exact"``).
+    prediction : array-like of shape (n_points,)
+        Predicted class labels.
+    certified : array-like of bool of shape (n_points,)
+        Whether the prediction is certified.
+    margin : array-like of shape (n_points,)
+        Nominal score margin to the best rival class.
+    worst_case_margin : array-like of shape (n_points,)
+        Margin in the tier's worst case (bounded, flip) or the nominal margin minus
+        the concentration threshold (stochastic).
+    radius_scale : array-like of shape (n_points,) or None
+        Tier "bounded": largest budget scale still certified (rounded down; ``inf``
+        when certified at every scale).
+    max_flips : array-like of int of shape (n_points,) or None
+        Tier "flip": largest number of changed training rows still certified
+        (``-1`` when not certified even with no change).
+    delta : float or None
+        Tier "stochastic": failure probability used.
+    delta_min : array-like of shape (n_points,) or None
+        Tier "stochastic": certified for every ``delta > delta_min`` (rounded up).
+    m : int or None
+        Tier "flip": number of changed rows certified against.
+    classes : array-like of shape (n_classes,) or None, default=None
+        Class labels in column order; used to read vote matrices in
+        :meth:`certified_accuracy`. ``None`` means ``arange(n_classes)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cert = Certificate(tier="flip", scope="model", engine="ridge-flip-exact",
+    ...                    prediction=np.array([0, 1]), certified=np.array([True, False]),
+    ...                    margin=np.array([0.5, 0.1]), worst_case_margin=np.array([0.2, -0.1]),
+    ...                    max_flips=np.array([3, 0]), m=1)
+    >>> cert.coverage
+    0.5
+    >>> cert.certified_accuracy([0, 1])
+    0.5
+    """
+
+    tier: str
+    scope: str
+    engine: str
+    prediction: np.ndarray
+    certified: np.ndarray
+    margin: np.ndarray
+    worst_case_margin: np.ndarray
+    radius_scale: np.ndarray = None
+    max_flips: np.ndarray = None
+    delta: float = None
+    delta_min: np.ndarray = None
+    m: int = None
+    classes: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.tier not in _TIERS:
+            raise CertificationError(f"Certificate.tier must be one of {_TIERS}, got {self.tier!r}")
+        if self.scope not in _SCOPES:
+            raise CertificationError(f"Certificate.scope must be one of {_SCOPES}, got {self.scope!r}")
+        if not isinstance(self.engine, str) or not self.engine:
+            raise CertificationError("Certificate.engine must be a non-empty string")
+        prediction = np.asarray(self.prediction)
+        if prediction.ndim != 1:
+            raise CertificationError(f"Certificate.prediction must be 1-D, got shape {prediction.shape}")
+        n = prediction.shape[0]
+        set_ = object.__setattr__
+        set_(self, "prediction", _per_point(prediction, "prediction", n))
+        certified = np.asarray(self.certified)
+        if certified.dtype != bool:
+            raise CertificationError(f"Certificate.certified must be boolean, got dtype {certified.dtype}")
+        set_(self, "certified", _per_point(certified, "certified", n))
+        set_(self, "margin", _per_point(self.margin, "margin", n, np.float64))
+        set_(self, "worst_case_margin", _per_point(self.worst_case_margin, "worst_case_margin", n, np.float64))
+        set_(self, "radius_scale", _per_point(self.radius_scale, "radius_scale", n, np.float64, optional=True))
+        if self.max_flips is not None:
+            flips = np.asarray(self.max_flips)
+            if flips.size and not np.issubdtype(flips.dtype, np.integer):
+                raise CertificationError(f"Certificate.max_flips must be integers, got dtype {flips.dtype}")
+            set_(self, "max_flips", _per_point(flips.astype(np.int64), "max_flips", n))
+        set_(self, "delta_min", _per_point(self.delta_min, "delta_min", n, np.float64, optional=True))
+        if self.delta is not None:
+            delta = float(self.delta)
+            if not 0.0 < delta < 1.0:
+                raise CertificationError(f"Certificate.delta must be in (0, 1), got {self.delta}")
+            set_(self, "delta", delta)
+        if self.m is not None:
+            if isinstance(self.m, bool) or not float(self.m).is_integer() or self.m < 0:
+                raise CertificationError(f"Certificate.m must be a non-negative integer, got {self.m!r}")
+            set_(self, "m", int(self.m))
+        if self.classes is not None:
+            classes = np.asarray(self.classes)
+            if classes.ndim != 1:
+                raise CertificationError(f"Certificate.classes must be 1-D, got shape {classes.shape}")
+            set_(self, "classes", classes)
+
+    def __len__(self):
+        return self.prediction.shape[0]
+
+    @property
+    def coverage(self):
+        """Fraction of points whose prediction is certified (0.0 for no points)."""
+        return float(self.certified.mean()) if len(self) else 0.0
+
+    def certified_accuracy(self, y_true):
+        """Fraction of points that are certified *and* correctly predicted.
+
+        Parameters
+        ----------
+        y_true : array-like of shape (n_points,) or (n_points, n_classes)
+            True class labels, or a vote matrix whose plurality (ties to the lowest
+            column) is the true class; column ``k`` is ``classes[k]``.
+
+        Returns
+        -------
+        float
+        """
+        y = np.asarray(y_true)
+        if y.ndim == 2:
+            if y.shape[0] != len(self):
+                raise CertificationError(f"y_true has {y.shape[0]} rows, the certificate has {len(self)} points")
+            if self.classes is not None and y.shape[1] != len(self.classes):
+                raise CertificationError(f"vote matrix has {y.shape[1]} columns, expected {len(self.classes)} classes")
+            idx = np.argmax(y, axis=1)
+            y = idx if self.classes is None else self.classes[idx]
+        elif y.ndim != 1 or y.shape[0] != len(self):
+            raise CertificationError(f"y_true must have shape ({len(self)},) or ({len(self)}, n_classes), "
+                                     f"got {y.shape}")
+        if not len(self):
+            return 0.0
+        return float(np.mean(self.certified & (self.prediction == y)))
+
+    def to_frame(self):
+        """Per-point fields as a :class:`pandas.DataFrame` (one row per point)."""
+        import pandas as pd
+
+        columns = {"prediction": self.prediction, "certified": self.certified, "margin": self.margin,
+                   "worst_case_margin": self.worst_case_margin}
+        for name in ("radius_scale", "max_flips", "delta_min"):
+            value = getattr(self, name)
+            if value is not None:
+                columns[name] = value
+        return pd.DataFrame(columns)
