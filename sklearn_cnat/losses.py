@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sets import _validate_budget, _validate_pi, worst_case_expectation
+from .sets import _validate_budget, _validate_pi, _warn_kl_support, worst_case_expectation
 
 __all__ = ["CNATLoss"]
 
@@ -140,6 +140,7 @@ class CNATLoss(nn.Module):
         n = pi_np.shape[0]
         r_np = _validate_budget(r, "r", n)
         rho_np = _validate_budget(rho, "rho", n)
+        _warn_kl_support(pi_np, r_np, rho_np, stacklevel=4)
         as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
         r_t = None if r_np is None else as_t(np.minimum(r_np, 2.0))
         return _sample_in_set(as_t(pi_np), r_t, as_t(rho_np), self._generator(device))

@@ -125,20 +125,7 @@ def worst_case_expectation(v, pi, r=None, rho=None):
     """
     torch_ref = _torch_tensor_or_none(v)
     v64, pi64, r64, rho64 = _validate(v, pi, r, rho)
-    if rho64 is not None:
-        restricted = (rho64 > 0) & np.any(pi64 == 0, axis=1)
-        if r64 is not None:
-            restricted &= r64 > 0
-        if np.any(restricted):
-            warnings.warn(
-                f"{int(restricted.sum())} row(s) of pi have zeros and rho > 0: the KL ball "
-                "{q : KL(q || pi) <= rho} only contains distributions supported where pi > 0 "
-                "(around a one-hot pi it is the single point pi). To widen it, put a floor on "
-                "pi, e.g. NoiseBudgetTransformer(smoothing=...), which becomes part of the "
-                "declared set.",
-                UserWarning,
-                stacklevel=2,
-            )
+    _warn_kl_support(pi64, r64, rho64, stacklevel=3)
     value, q = _worst_case(v64, pi64, r64, rho64)
     if torch_ref is None:
         return value, q
@@ -177,6 +164,25 @@ def _to_numpy(x, name):
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric; got {type(x).__name__}.") from exc
+
+
+def _warn_kl_support(pi, r, rho, stacklevel=2):
+    """Warn once when the KL ball is restricted to the support of pi on some rows (S5)."""
+    if rho is None:
+        return
+    restricted = (rho > 0) & np.any(pi == 0, axis=1)
+    if r is not None:
+        restricted &= r > 0
+    if np.any(restricted):
+        warnings.warn(
+            f"{int(restricted.sum())} row(s) of pi have zeros and rho > 0: the KL ball "
+            "{q : KL(q || pi) <= rho} only contains distributions supported where pi > 0 "
+            "(around a one-hot pi it is the single point pi). To widen it, put a floor on "
+            "pi, e.g. NoiseBudgetTransformer(smoothing=...), which becomes part of the "
+            "declared set.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def _validate(v, pi, r, rho):

@@ -145,11 +145,12 @@ def test_float32_inputs_like_skorch_batches():
     assert logits.grad.dtype == torch.float32 and torch.isfinite(logits.grad).all()
 
 
-def test_one_hot_pi_with_kl_is_plain_cross_entropy():
+@pytest.mark.parametrize("mode", ["worst", "smooth"])
+def test_one_hot_pi_with_kl_is_plain_cross_entropy(mode):
     logits, _, _, _ = _batch(seed=8)
     pi = F.one_hot(torch.arange(8) % 5, 5).double()
     with pytest.warns(UserWarning, match="KL ball"):
-        loss = CNATLoss(geometry="kl")(logits, pi, rho=1.0)
+        loss = CNATLoss(geometry="kl", mode=mode)(logits, pi, rho=1.0)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, pi).item(), abs=1e-12)
 
 

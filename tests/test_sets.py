@@ -119,7 +119,10 @@ def problems(draw, k_min=2, k_max=5, zeros=True):
     if draw(st.booleans()):
         v = np.round(v)  # ties
     r = draw(st.sampled_from([0.0, 0.01, 0.1, 0.4, 1.0, 1.9, 2.0]))
-    rho = draw(st.sampled_from([0.0, 1e-4, 0.01, 0.1, 0.5, 2.0]))
+    rho = draw(st.sampled_from([0.0, 1e-4, 0.01, 0.1, 0.5, 2.0, "near saturation"]))
+    if rho == "near saturation":  # just below -log pi(T), (S7): large tilts
+        best = np.max(np.where(pi > 0, v, -np.inf))
+        rho = -np.log(pi[(pi > 0) & (v == best)].sum()) * (1 - draw(st.sampled_from([1e-2, 1e-5])))
     return v, pi, r, rho
 
 
