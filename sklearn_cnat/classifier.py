@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from torch import nn
+from skorch import NeuralNet
 from torch.utils.data import Dataset
 
 from .budgets import NoiseBudget, NoiseBudgetTransformer
@@ -78,19 +79,31 @@ def _as_array_inputs(X):
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
+    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+        raise TypeError("sparse input is not supported by CNATClassifier; convert X with X.toarray()")
     arr = np.asarray(X)
+    if np.iscomplexobj(arr):
+        raise ValueError("Complex data not supported: X must be real-valued")
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"X could not be converted to numbers: {exc}") from exc
+            raise TypeError(f"X could not be converted to numbers: {exc}") from exc
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        raise ValueError(
+            f"Expected a 2D array, got a 1D array of shape {arr.shape}. Reshape your data either using "
+            "array.reshape(-1, 1) if it has a single feature or array.reshape(1, -1) if it holds a "
+            "single sample."
+        )
     if arr.ndim not in (2, 3, 4):
         raise ValueError(
             f"X must be a feature matrix (n, d), grayscale images (n, H, W) or images "
             f"(n, C, H, W) / (n, H, W, C); got an array of shape {arr.shape}"
         )
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     is_uint8 = arr.dtype == np.uint8
     if arr.ndim == 3:
         arr = arr[:, None]
@@ -138,34 +151,51 @@ def _signature_params(fn):
         return {}
 
 
+def _check_label_evidence(y):
+    """Reject regression targets; turn a column vector of labels into 1-D with a warning."""
+    import warnings
+
+    from sklearn.exceptions import DataConversionWarning
+    from sklearn.utils.multiclass import type_of_target
+
+    if isinstance(y, (dict,)) or hasattr(y, "columns"):
+        return y  # cleanlab multiannotator output: NoiseBudgetTransformer reads it
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is read as labels.",
+                      DataConversionWarning, stacklevel=3)
+        arr = arr.ravel()
+    if arr.ndim == 1 and arr.dtype.kind in "fc" and len(arr):
+        kind = type_of_target(arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr)
+        if kind == "continuous":
+            raise ValueError("Unknown label type: continuous. y holds non-integer floats; a classifier "
+                             "needs class labels, vote counts or annotator labels")
+    return arr
+
+
 # --------------------------------------------------------------------------- skorch net
 
 
-def _make_net_class(accelerate=False):
-    from skorch import NeuralNet
+class _CNATNet(NeuralNet):
+    """skorch NeuralNet whose loss reads ``[pi, r, rho]`` target columns.
 
-    class _CNATNet(NeuralNet):
-        """skorch NeuralNet whose loss reads ``[pi, r, rho]`` target columns."""
+    ``budget_scale`` multiplies every radius (set by the BudgetCurriculum callback).
+    """
 
-        budget_scale = 1.0
+    budget_scale = 1.0
 
-        def get_loss(self, y_pred, y_true, X=None, training=False):
-            k = y_pred.shape[1]
-            y_true = y_true.to(y_pred.device)
-            pi = y_true[:, :k]
-            s = self.budget_scale
-            r = y_true[:, k] * s
-            rho = y_true[:, k + 1] * s
-            return self.criterion_(y_pred, pi, r=r.clamp(max=2.0), rho=rho)
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        k = y_pred.shape[1]
+        y_true = y_true.to(y_pred.device)
+        pi = y_true[:, :k]
+        s = self.budget_scale
+        r = (y_true[:, k] * s).clamp(max=2.0)
+        rho = y_true[:, k + 1] * s
+        return self.criterion_(y_pred, pi, r=r, rho=rho)
 
-    if not accelerate:
-        return _CNATNet
-    from skorch.hf import AccelerateMixin
 
-    class _AcceleratedCNATNet(AccelerateMixin, _CNATNet):
-        pass
-
-    return _AcceleratedCNATNet
+def _softmax(logits):
+    return torch.softmax(logits, dim=-1)
 
 
 # --------------------------------------------------------------------------- estimator
@@ -360,7 +390,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             budget = y
         else:
             if y is None:
-                raise ValueError("y (label evidence: votes, annotator labels or labels) is required")
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+                                 "(label evidence: votes, annotator labels or labels)")
+            y = _check_label_evidence(y)
             transformer = NoiseBudgetTransformer() if self.budget is None else clone(self.budget)
             budget = transformer.fit_transform(y)
             self.budget_transformer_ = transformer
@@ -402,8 +434,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             train_split = ValidSplit(self.validation_fraction, stratified=False, random_state=seed)
         opt = _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
         kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_kwargs or {}).items()}
-        net_cls = _make_net_class(accelerate=self.accelerator is not None)
+        net_cls, device = _CNATNet, self.device
         if self.accelerator is not None:
+            from ._accelerate import _AcceleratedCNATNet  # imports accelerate: only when asked
+
+            net_cls, device = _AcceleratedCNATNet, None  # the accelerator places the tensors
             kwargs["accelerator"] = self.accelerator
         net = net_cls(
             module=module,
@@ -418,8 +453,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             train_split=train_split,
             iterator_train__shuffle=True,
             callbacks=callbacks,
-            predict_nonlinearity=lambda z: torch.softmax(z, dim=-1),
-            device=self.device,
+            predict_nonlinearity=_softmax,
+            device=device,
             verbose=self.verbose,
             **kwargs,
         )
@@ -542,7 +577,19 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         return self._features(inputs)
 
     def decision_function(self, X):
-        """Scores of shape (n_samples, n_classes): ridge scores or network logits."""
+        """Confidence scores: ridge scores or network logits.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            For two classes, scikit-learn's convention: ``score_1 - score_0``
+            (positive means ``classes_[1]``).
+        """
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def _scores(self, X):
+        """Scores of shape (n_samples, n_classes)."""
         self._check_fitted()
         inputs, _ = self._prepare_inputs(X, fit=False)
         if self.head == "ridge":
@@ -558,7 +605,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         negative scores are clipped to zero and the rest renormalised, which
         keeps the arg-max.
         """
-        scores = self.decision_function(X)
+        scores = self._scores(X)
         if self.head == "ridge":
             p = np.clip(scores, 0.0, None)
             total = p.sum(axis=1, keepdims=True)
@@ -569,7 +616,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Predicted class labels (arg-max score, ties to the lowest class index)."""
-        scores = self.decision_function(X)
+        scores = self._scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
     def score(self, X, y, sample_weight=None):

@@ -7,13 +7,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_cnat import CNATClassifier
 
-# CNATClassifier's softmax head is trained by mini-batch gradient descent with the
-# CNAT loss; its y is label *evidence* whose classes are read from the data.
-_EXPECTED_FAILED = {
-    "check_sample_weight_equivalence_on_dense_data": "fit has no sample_weight",
-    "check_sample_weights_invariance": "fit has no sample_weight",
-    "check_classifiers_one_label_sample_weights": "fit has no sample_weight",
-}
+# Every applicable check passes for both heads. fit takes no sample_weight, so
+# scikit-learn skips its sample-weight checks by itself; nothing is marked as an
+# expected failure. Configured instances: the default 10 epochs at lr=1e-3 are too
+# few for check_classifiers_train's accuracy threshold on its tiny blobs.
+_EXPECTED_FAILED = {}
 
 
 def _expected_failed_checks(estimator):
