@@ -33,7 +33,7 @@ __all__ = ["CNATClassifier"]
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 _GEOMETRIES = ("l1", "kl", "kl_l1")
-_HEADS = ("softmax", "ridge")
+_HEADS = ("softmax", "ridge", "robust_softmax")
 
 
 # --------------------------------------------------------------------------- data
@@ -218,15 +218,19 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         are tunable. ``None`` means ``NoiseBudgetTransformer()``.
     geometry : {"l1", "kl", "kl_l1"}, default="l1"
         Uncertainty set used by the loss and by the certificates.
-    head : {"softmax", "ridge"}, default="softmax"
-        ``"softmax"``: predictions from the CNAT-trained network. ``"ridge"``:
-        after training, a ridge head with the semantics of
+    head : {"softmax", "ridge", "robust_softmax"}, default="softmax"
+        ``"softmax"``: predictions from the CNAT-trained network (no certificate
+        engine). ``"ridge"``: after training, a ridge head with the semantics of
         ``sklearn.linear_model.Ridge(alpha=alpha)`` is fitted on the feature map
-        (the input of the module's last linear layer) and the nominal ``pi``;
-        it makes the predictions and is certified exactly (see
-        docs/certificates.md).
+        (the input of the module's last linear layer) and the nominal ``pi``; it
+        makes the predictions and is certified exactly, all tiers (see
+        docs/certificates.md). ``"robust_softmax"``: after training, an
+        L2-regularised linear softmax head is fitted with the CNAT loss by
+        full-batch L-BFGS on the feature map; certified by the sensitivity engine,
+        tiers bounded and flip (docs/certificates_softmax.md).
     alpha : float, default=1.0
-        Ridge regularisation (``head="ridge"``).
+        Regularisation of the ridge head, or of the robust softmax head
+        (objective ``mean CNAT loss + alpha / (2 n) ||W||^2``).
     mode : {"worst", "smooth"}, default="worst"
         CNAT loss mode: exact worst case, or a label distribution drawn inside
         each set (see :class:`~sklearn_cnat.losses.CNATLoss`).
@@ -264,6 +268,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         fits the ridge head directly on ``X``).
     coef_, intercept_ : ndarray of shape (n_features, n_classes), (n_classes,)
         The ridge head (``head="ridge"``).
+    temperature_ : float
+        Temperature of the ridge head's probabilities (``head="ridge"``), fitted on
+        leave-one-out training scores.
     train_features_ : ndarray of shape (n_samples, n_features)
         Feature map of the training set (``head="ridge"``), kept for certificates.
     scope_ : {"model", "head"}
@@ -509,11 +516,16 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         seed = self._seed()
         self.scope_ = "model" if (self.module == "linear" or self.max_epochs == 0) else "head"
 
-        if self.module == "linear" and self.head == "ridge":
+        if self.module == "linear" and self.head in ("ridge", "robust_softmax"):
+            # the head alone, on the given features: no network to train
             self.net_ = None
             if self._input_kind != "features":
                 raise ValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
-            self._fit_ridge_head(inputs.astype(np.float64))
+            features = inputs.astype(np.float64)
+            if self.head == "ridge":
+                self._fit_ridge_head(features)
+            else:
+                self._fit_robust_softmax_head(features)
             return self
 
         dataset = _EvidenceDataset(inputs, self._targets(budget))
@@ -527,13 +539,28 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.net_ = net
         if self.head == "ridge":
             self._fit_ridge_head(self._features(inputs))
+        elif self.head == "robust_softmax":
+            self._fit_robust_softmax_head(self._features(inputs))
         return self
 
     def _fit_ridge_head(self, features):
         from .certificates._ridge import _ridge_fit
 
+        from ._calibration import _fit_temperature, _ridge_loo_scores
+
         self.train_features_ = np.asarray(features, dtype=np.float64)
-        self.coef_, self.intercept_ = _ridge_fit(self.train_features_, self.budget_.pi, float(self.alpha))
+        pi, alpha = self.budget_.pi, float(self.alpha)
+        self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha)
+        loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_)
+        self.temperature_ = _fit_temperature(loo, pi)
+
+    def _fit_robust_softmax_head(self, features):
+        from .certificates._softmax import fit_robust_softmax_head
+
+        self.train_features_ = np.asarray(features, dtype=np.float64)
+        self.coef_, self.intercept_, self.grad_norm_ = fit_robust_softmax_head(
+            self.train_features_, self.budget_, alpha=float(self.alpha), geometry=self.geometry
+        )
 
     def _loader_inputs(self, inputs):
         k = len(self.classes_)
@@ -592,7 +619,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         """Scores of shape (n_samples, n_classes)."""
         self._check_fitted()
         inputs, _ = self._prepare_inputs(X, fit=False)
-        if self.head == "ridge":
+        if self.head in ("ridge", "robust_softmax"):
             return self._features(inputs) @ self.coef_ + self.intercept_
         logits = self.net_.forward(self._loader_inputs(inputs), training=False)
         return logits.detach().cpu().double().numpy()
@@ -600,16 +627,14 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Class probabilities of shape (n_samples, n_classes).
 
-        Softmax of the logits for ``head="softmax"``. For ``head="ridge"`` the
-        ridge scores sum to one (targets on the simplex, intercept fitted);
-        negative scores are clipped to zero and the rest renormalised, which
-        keeps the arg-max.
+        Softmax of the logits for ``head="softmax"``. For ``head="ridge"``,
+        ``softmax(scores / temperature_)`` with the temperature fitted on the
+        exact leave-one-out ridge scores of the training set against the nominal
+        labels (see ``sklearn_cnat._calibration``); it keeps the arg-max.
         """
         scores = self._scores(X)
         if self.head == "ridge":
-            p = np.clip(scores, 0.0, None)
-            total = p.sum(axis=1, keepdims=True)
-            return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / scores.shape[1])
+            scores = scores / self.temperature_
         z = scores - scores.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -637,10 +662,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     def certify(self, X, tier="stochastic", m=None, delta=0.05):
         """Certify the predictions on ``X`` against changes of the training labels.
 
-        See docs/certificates.md for the statements and proofs. Only
-        ``head="ridge"`` has an exact engine here; other heads raise
-        :class:`~sklearn_cnat.exceptions.CertificationError` rather than issue an
-        unsound certificate (use
+        Engines: ``head="ridge"``, exact, all tiers (docs/certificates.md);
+        ``head="robust_softmax"``, sensitivity bound, tiers bounded and flip
+        (docs/certificates_softmax.md). ``head="softmax"`` and unsupported tiers
+        raise :class:`~sklearn_cnat.exceptions.CertificationError` rather than
+        issue an unsound certificate (use
         :class:`~sklearn_cnat.partition.PartitionAggregationClassifier` for
         whole-network certificates).
 
@@ -659,27 +685,25 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Certificate
         """
         self._check_fitted()
-        if self.head != "ridge":
+        if self.head == "softmax":
             raise CertificationError(
-                "CNATClassifier(head='softmax') has no sound certificate engine in this release; "
-                "use head='ridge' (exact certificates on the feature map) or "
+                "CNATClassifier(head='softmax') has no sound certificate engine: a network head trained "
+                "by stochastic gradients is not the exact minimiser any proof needs; use head='ridge' "
+                "(exact certificates on the feature map), head='robust_softmax', or "
                 "PartitionAggregationClassifier for whole-network certificates"
             )
-        from .certificates import certify_ridge
-
         inputs, _ = self._prepare_inputs(X, fit=False)
-        return certify_ridge(
-            self.train_features_,
-            self.budget_,
-            self._features(inputs),
-            alpha=float(self.alpha),
-            tier=tier,
-            geometry=self.geometry,
-            m=m,
-            delta=delta,
-            scope=self.scope_,
-            classes=self.classes_,
-        )
+        common = dict(alpha=float(self.alpha), tier=tier, geometry=self.geometry, m=m, delta=delta,
+                      scope=self.scope_, classes=self.classes_)
+        if self.head == "ridge":
+            from .certificates import certify_ridge
+
+            return certify_ridge(self.train_features_, self.budget_, self._features(inputs), **common)
+        from .certificates._softmax import certify_softmax_head
+
+        return certify_softmax_head(self.train_features_, self.budget_, self._features(inputs),
+                                    coef=self.coef_, intercept=self.intercept_, grad_norm=self.grad_norm_,
+                                    **common)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -81,7 +81,7 @@ def _default_grid(cert):
     if cert.tier == "flip":
         top = max(1, int(np.quantile(values, 0.95)))
         return np.unique(np.linspace(0, top, min(top + 1, 60)).astype(int))
-    return np.logspace(-6, 0, 41)
+    return np.logspace(-6, np.log10(0.5), 41)  # delta >= 1 would be vacuous
 
 
 class CoverageDisplay:

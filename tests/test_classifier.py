@@ -208,3 +208,35 @@ def test_predict_wrong_n_features():
     clf = CNATClassifier(head="ridge").fit(X, V)
     with pytest.raises(ValueError, match="X has 4 features"):
         clf.predict(X[:, :4])
+
+
+def test_ridge_loo_scores_are_exact_and_temperature_keeps_argmax():
+    from sklearn_cnat._calibration import _ridge_loo_scores
+    from sklearn_cnat.certificates._ridge import _ridge_fit
+
+    X, V, _ = _blobs(n=40)
+    Q = V / V.sum(1, keepdims=True)
+    coef, intercept = _ridge_fit(X, Q, 3.0)
+    loo = _ridge_loo_scores(X, Q, 3.0, coef, intercept)
+    for i in (0, 7, 39):
+        keep = np.arange(40) != i
+        ref = Ridge(alpha=3.0).fit(X[keep].astype(np.float64), Q[keep]).predict(X[i:i + 1].astype(np.float64))
+        np.testing.assert_allclose(loo[i], ref[0], atol=1e-8)
+    clf = CNATClassifier(head="ridge", alpha=3.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, V)
+    assert 1e-3 < clf.temperature_ < 1e3
+    np.testing.assert_array_equal(clf.classes_[clf.predict_proba(X).argmax(1)], clf.predict(X))
+
+
+def test_robust_softmax_head_certifies_bounded_and_flip_but_not_stochastic():
+    X, V, _ = _blobs(n=150)
+    clf = CNATClassifier(head="robust_softmax", alpha=1500.0,  # alpha / n = 10 (docs/certificates_softmax.md)
+                         budget=NoiseBudgetTransformer(mapping="flat", radius=0.02)).fit(X, V)
+    assert clf.net_ is None and clf.grad_norm_ < 1e-3  # folded into the certificate anyway
+    cert = clf.certify(X, tier="bounded")
+    assert cert.engine == "softmax_sensitivity" and cert.scope == "model"
+    np.testing.assert_array_equal(cert.prediction, clf.predict(X))
+    assert 0 < cert.coverage <= 1
+    flip = clf.certify(X, tier="flip", m=1)
+    np.testing.assert_array_equal(flip.certified, flip.max_flips >= 1)
+    with pytest.raises(CertificationError, match="stochastic"):
+        clf.certify(X, tier="stochastic")

@@ -1,0 +1,48 @@
+"""Probability calibration of the ridge head by leave-one-out temperature scaling.
+
+The ridge head's scores are linear in the labels and sum to one, but they are
+not probabilities. ``CNATClassifier(head="ridge")`` reports
+``softmax(scores / T)``, where the temperature ``T`` minimises the
+cross-entropy between the nominal labels ``pi_i`` and the *leave-one-out*
+scores of the training examples. Leave-one-out scores of a ridge fit are exact
+and cheap: for penalised least squares with a fixed penalty (the intercept
+unpenalised), removing example ``i`` gives
+
+    s_{-i}(f_i) = (s(f_i) - H_ii q_i) / (1 - H_ii),
+    H_ii = 1/n + (f_i - Fbar)^T A^{-1} (f_i - Fbar)
+
+(Sherman-Morrison; ``A`` as in docs/certificates.md (C0)). Temperature scaling
+keeps the arg-max, so predictions and certificates do not change.
+"""
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+from scipy.special import log_softmax
+
+__all__ = []
+
+
+def _ridge_loo_scores(F, Q, alpha, coef, intercept):
+    """Exact leave-one-out ridge scores of the training points, shape (n, K)."""
+    F = np.asarray(F, dtype=np.float64)
+    n = F.shape[0]
+    Fc = F - F.mean(axis=0)
+    A = Fc.T @ Fc
+    A[np.diag_indices_from(A)] += alpha
+    solved = scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), Fc.T).T  # (n, d)
+    h = 1.0 / n + np.einsum("ij,ij->i", solved, Fc)
+    scores = F @ coef + intercept
+    return (scores - h[:, None] * Q) / np.maximum(1.0 - h, 1e-12)[:, None]
+
+
+def _fit_temperature(scores, targets, bounds=(1e-3, 1e3)):
+    """Temperature minimising the mean cross-entropy of ``softmax(scores / T)`` against ``targets``."""
+    targets = np.asarray(targets, dtype=np.float64)
+
+    def nll(log_t):
+        return -float(np.mean(np.sum(targets * log_softmax(scores / np.exp(log_t), axis=1), axis=1)))
+
+    res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded",
+                                         options={"xatol": 1e-6})
+    return float(np.exp(res.x))
