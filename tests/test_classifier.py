@@ -240,3 +240,19 @@ def test_robust_softmax_head_certifies_bounded_and_flip_but_not_stochastic():
     np.testing.assert_array_equal(flip.certified, flip.max_flips >= 1)
     with pytest.raises(CertificationError, match="stochastic"):
         clf.certify(X, tier="stochastic")
+
+
+def test_grid_search_over_budget_mapping_by_cnr_coverage():
+    from sklearn_cnat.model_selection import GridSearchCV, cross_val_score
+
+    X, V, _ = _blobs(n=150)
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes"))
+    scores = cross_val_score(clf, X, V, scoring="cnr_coverage", cv=3)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    search = GridSearchCV(clf, {"budget__mapping": ["flat", "linear", "piecewise"], "budget__scale": [0.5, 1.0]},
+                          scoring="cnr_coverage", cv=3, n_jobs=2).fit(X, V)
+    assert search.best_params_["budget__mapping"] in {"flat", "linear", "piecewise"}
+    assert 0 <= search.best_score_ <= 1
+    bounded = GridSearchCV(clf, {"budget__scale": [0.1, 10.0]}, cv=3,
+                           scoring={"acc": "accuracy", "cov": "cnr_coverage"}, refit="acc").fit(X, V)
+    assert set(bounded.cv_results_) >= {"mean_test_acc", "mean_test_cov"}
