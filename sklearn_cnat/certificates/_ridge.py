@@ -29,7 +29,6 @@ _SIMPLEX_ATOL = 1e-6
 _MODE_ATOL = 1e-9
 _CHUNK_ELEMENTS = 2**24  # float64 elements per working tensor (128 MiB)
 _LOG2_FLOOR = -20  # smallest budget scale tried by radius_scale: 2**-20
-_NEWTON_STEPS = 8
 _KL_BISECTIONS = 30
 
 
@@ -88,14 +87,15 @@ class _RidgeSystem:
         A = self.fc.T @ self.fc
         A.diagonal().add_(alpha)
         self.A = A
-        self.A_abs = A.abs()
         self.chol = torch.linalg.cholesky(A)
-        fc_abs = self.fc.abs()
-        self.B = fc_abs.T @ fc_abs
-        eig = torch.linalg.eigvalsh(A)
+        eig = np.linalg.eigvalsh(A.cpu().numpy())  # LAPACK via numpy: much faster than torch's here
         lam_min, lam_max = float(eig[0]), float(eig[-1])
-        b_norm = float(torch.linalg.matrix_norm(self.B))
-        self.lam_lo = max(alpha, lam_min - _gamma(n + 4) * b_norm - 4 * d * _EPS * lam_max)
+        # Norm-wise forms of the terms of section 5: with B = |Fc|^T |Fc| (entrywise >= 0),
+        # || B |u| ||_2 <= ||B||_2 ||u||_2 <= ||Fc||_F^2 ||u||_2 and || |A| |u| || <= ||A||_F ||u||.
+        fro2 = float((self.fc * self.fc).sum()) * (1 + _gamma(n * d))
+        self.b_norm = fro2
+        self.a_abs_norm = float(torch.linalg.matrix_norm(A)) * (1 + _gamma(d * d))
+        self.lam_lo = max(alpha, lam_min - _gamma(n + 4) * fro2 - 4 * d * _EPS * lam_max)
         self.s_f = float(self.fc.norm(dim=1).sum()) * (1 + _gamma(n + d))
         self.d_mean = _gamma(n + 1) * float(F.abs().mean(dim=0).norm()) * (1 + _gamma(n + d))
 
@@ -105,12 +105,12 @@ class _RidgeSystem:
         U = torch.cholesky_solve(xc.T, self.chol).T
         resid = U @ self.A - xc
         n, d = self.n, self.d
-        u_abs = U.abs()
-        rho = (resid.norm(dim=1)
-               + _gamma(d + 2) * (u_abs @ self.A_abs + xc.abs()).norm(dim=1)
-               + _gamma(n + 4) * (u_abs @ self.B).norm(dim=1)
-               + self.d_mean + _EPS * xc.norm(dim=1))
         u_norm = U.norm(dim=1)
+        xc_norm = xc.norm(dim=1)
+        rho = (resid.norm(dim=1)
+               + _gamma(d + 2) * (self.a_abs_norm * u_norm + xc_norm)
+               + _gamma(n + 4) * self.b_norm * u_norm
+               + self.d_mean + _EPS * xc_norm)
         e_h = (rho / self.lam_lo * self.s_f
                + u_norm * (n * self.d_mean + (_EPS + _gamma(d + 1)) * self.s_f)
                + _gamma(d + 1))
@@ -155,14 +155,6 @@ def _l1_gain(pa, pb, r):
     """Lemma 2, (C6): ``max_{||q - pi||_1 <= r} (q_b - q_a) - (pi_b - pi_a)`` elementwise."""
     rest = (1.0 - pa - pb).clamp_min(0.0)
     return torch.minimum(r, 2.0 * pa) + torch.minimum((0.5 * r - pa).clamp_min(0.0), rest)
-
-
-def _l1_gain_slope(pa, pb, r):
-    """An upper bound of the right derivative of (C6) in the radius (for tangent lines (C8))."""
-    slack = 1e-12
-    first = (r <= 2.0 * pa * (1 + slack) + 1e-300).to(r.dtype)
-    second = (r <= 2.0 * (1.0 - pb) * (1 + slack) + 1e-300).to(r.dtype)
-    return 0.5 * (first + second)
 
 
 def _kl_gain(pa, pb, rho):
@@ -244,10 +236,10 @@ def _kl_gain(pa, pb, rho):
 class _GainTables:
     """Gains (C4) of every training row against one predicted class, at budget scale ``s``.
 
-    ``slices(s, c)`` returns ``(gp, gm, dp, dm, g_max)``: each of the first four is (n, K)
-    with ``gp[:, b] = G(c -> b)``, ``gm[:, b] = G(b -> c)`` (both 0 in column ``c``) and
-    slopes ``dp``, ``dm`` in ``s`` valid for the tangent lines (C8); ``g_max`` is the
-    largest slope. ``prefetch(keys)`` computes many ``(s, c)`` at once (one batched call).
+    ``slices(s, c)`` returns ``(gains, slopes, g_max)``: ``gains`` is (2n, K), rows
+    ``0..n-1`` hold ``G(c -> b)`` (the gain used where ``h_i >= 0``) and rows ``n..2n-1``
+    hold ``G(b -> c)`` (used where ``h_i < 0``), 0 in column ``c``; ``slopes`` are the
+    matching slopes in ``s`` valid for the tangent lines (C8); ``g_max`` the largest. ``prefetch(keys)`` computes many ``(s, c)`` at once (one batched call).
     Rows off the simplex by ``dev_i`` (at most ``_SIMPLEX_ATOL`` in l1) are handled
     soundly: with ``p' = pi / sum(pi)``, ``U_i`` lies in the l1 ball of radius
     ``r_i + dev_i`` and the KL ball of radius ``rho_i + max(log sum(pi_i), 0)`` around
@@ -264,6 +256,7 @@ class _GainTables:
         self.rho_extra = torch.log(sums).clamp_min(0.0)
         self._cache = OrderedDict()
         self._cache_size = cache_size
+        self._breaks = {}
 
     def saturation_scale(self):
         """``s_sat`` of Theorem 2 (times 2 for rounding), or 0.0 when every budget is 0."""
@@ -279,13 +272,23 @@ class _GainTables:
                 s_sat = max(s_sat, float((-torch.log(p_min[pos]) / self.rho[pos, 0]).max()))
         return 2.0 * s_sat
 
-    def _gain(self, pa, pb, s):
+    def _gain(self, pa, pb, s, with_slopes=True):
         gains, slopes = [], []
         if self.geometry in ("l1", "kl_l1"):
-            raw = self.r * s + self.dev
-            radius = raw.clamp_max(2.0)
-            gains.append(_l1_gain(pa, pb, radius))
-            slopes.append(self.r * _l1_gain_slope(pa, pb, radius) * (raw < 2.0))
+            # second form of (C6): G(r s) = (r/2) [min(s, s1) + min(s, s2)], s1 = 2 pi_a / r,
+            # s2 = 2 (1 - pi_b) / r; G is 1-Lipschitz in the radius, so the extra radius
+            # dev_i adds at most dev_i.
+            positive = self.r > 0
+            safe = torch.where(positive, self.r, torch.ones_like(self.r))
+            s1 = torch.where(positive, 2.0 * pa / safe, math.inf)
+            s2 = torch.where(positive, 2.0 * (1.0 - pb).clamp_min(0.0) / safe, math.inf)
+            half = 0.5 * self.r
+            gains.append(half * (torch.minimum(s1, s) + torch.minimum(s2, s)) + self.dev)
+            if with_slopes:  # generous right derivative: an upper bound, valid in (C8)
+                slack = 1.0 + 1e-12
+                slopes.append(half * ((s <= s1 * slack).to(pa.dtype) + (s <= s2 * slack).to(pa.dtype)))
+            else:
+                slopes.append(None)
         if self.geometry in ("kl", "kl_l1"):
             radius = self.rho * s + self.rho_extra
             g, dg, _ = _kl_gain(pa, pb, radius.expand_as(pa))
@@ -296,14 +299,19 @@ class _GainTables:
         else:
             use_first = gains[0] <= gains[1]
             gain = torch.where(use_first, gains[0], gains[1])
-            slope = torch.where(use_first, slopes[0], slopes[1])
+            slope = torch.where(use_first, slopes[0], slopes[1]) if with_slopes else None
         return gain + self.dev, slope
 
-    def prefetch(self, keys):
+    def prefetch(self, keys, slopes=False):
         """Compute and cache the slices of every ``(s, c)`` in ``keys`` not cached yet."""
-        todo = [key for key in dict.fromkeys((float(s), int(c)) for s, c in keys) if key not in self._cache]
+        todo = [key for key in dict.fromkeys((float(s), int(c), slopes) for s, c in keys)
+                if key not in self._cache]
         n, K = self.pi.shape
         self._cache_size = max(self._cache_size, len(todo))  # keep a whole request
+        if self.geometry == "l1":
+            for key in todo:
+                self._store(key, self._l1_slice(*key))
+            return
         batch = max(1, 2**22 // max(n * K, 1))
         for start in range(0, len(todo), batch):
             part = todo[start:start + batch]
@@ -311,15 +319,47 @@ class _GainTables:
             cls = torch.tensor([key[1] for key in part], device=self.pi.device)
             pc = self.pi[:, cls].T[:, :, None].expand(len(part), n, K)
             pb = self.pi.expand(len(part), n, K)
-            gp, dp = self._gain(pc, pb, s)
-            gm, dm = self._gain(pb, pc, s)
+            gp, dp = self._gain(pc, pb, s, slopes)
+            gm, dm = self._gain(pb, pc, s, slopes)
             for j, key in enumerate(part):
                 c = key[1]
-                out = [t[j].clone() for t in (gp, gm, dp, dm)]
-                for t in out:
-                    t[:, c] = 0.0
-                g_max = float(torch.maximum(out[2].max(), out[3].max())) if n else 0.0
-                self._store(key, (*out, g_max))
+                gains = torch.cat([gp[j], gm[j]])  # (2n, K): rows for h^+ then for h^-
+                gains[:, c] = 0.0
+                grad, g_max = None, 0.0
+                if slopes:
+                    grad = torch.cat([dp[j], dm[j]])
+                    grad[:, c] = 0.0
+                    g_max = float(grad.max()) if n else 0.0
+                self._store(key, (gains, grad, g_max))
+
+    def _l1_breakpoints(self, c):
+        """Per class ``c``: ``(s1, s2, half, extra)`` of the second form of (C6), rows as in ``slices``."""
+        if c not in self._breaks:
+            positive = self.r > 0
+            safe = torch.where(positive, self.r, torch.ones_like(self.r))
+            inv = torch.where(positive, 2.0 / safe, math.inf)  # 2 / r (inf where r = 0)
+            pc = self.pi[:, c:c + 1]
+            pi_inv = torch.where(positive, 2.0 * self.pi / safe, math.inf)
+            rest_inv = torch.where(positive, 2.0 * (1.0 - self.pi).clamp_min(0.0) / safe, math.inf)
+            s1 = torch.cat([torch.where(positive, pc * inv, math.inf).expand(-1, self.pi.shape[1]), pi_inv])
+            s2 = torch.cat([rest_inv, torch.where(positive, (1.0 - pc).clamp_min(0.0) * inv, math.inf)
+                            .expand(-1, self.pi.shape[1])])
+            half = torch.cat([0.5 * self.r, 0.5 * self.r])
+            extra = torch.cat([2.0 * self.dev, 2.0 * self.dev])
+            self._breaks[c] = (s1.contiguous(), s2.contiguous(), half, extra)
+        return self._breaks[c]
+
+    def _l1_slice(self, s, c, slopes):
+        """l1 gains at scale ``s``: ``(r/2) [min(s, s1) + min(s, s2)] + 2 dev`` (C6)."""
+        s1, s2, half, extra = self._l1_breakpoints(c)
+        gains = torch.clamp(s1, max=s).add_(torch.clamp(s2, max=s)).mul_(half).add_(extra)
+        gains[:, c] = 0.0
+        if not slopes:
+            return gains, None, 0.0
+        slack = s / (1.0 + 1e-12)  # generous right derivative: an upper bound, valid in (C8)
+        grad = ((s1 >= slack).to(gains.dtype) + (s2 >= slack).to(gains.dtype)).mul_(half)
+        grad[:, c] = 0.0
+        return gains, grad, float(grad.max()) if grad.numel() else 0.0
 
     def _store(self, key, value):
         self._cache[key] = value
@@ -327,10 +367,10 @@ class _GainTables:
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    def slices(self, s, c):
-        key = (float(s), int(c))
+    def slices(self, s, c, slopes=False):
+        key = (float(s), int(c), slopes)
         if key not in self._cache:
-            self.prefetch([key])
+            self.prefetch([key[:2]], slopes)
         self._cache.move_to_end(key)
         return self._cache[key]
 
@@ -338,46 +378,53 @@ class _GainTables:
 # --------------------------------------------------------------------------- tiers
 
 
-def _rival_worst(H_pos, H_neg, A, pred, tables, s, tau=None):
+def _rival_worst(HH, A, pred, tables, s, rows=None, tau=None):
     """(C5) for every rival at per-point scales ``s``: values (T, K) and, given ``tau``, slopes.
 
-    Column ``pred`` is ``+inf`` (value) and 0 (slope). The slopes are
-    ``sum_i |h_i| g_i + tau * g_max``: the tangent slope of (C8) plus an allowance for
-    its rounding (``tau`` bounds ``2 (E_h + gamma S)``, so ``tau * g_max`` bounds the
-    error of ``sum_i |h_i| g_i``). Points are grouped by (scale, class) so that each group
-    costs two matrix products.
+    ``HH = [H^+, H^-]`` (T, 2n), so that (C5) is ``A_c - A_b - HH @ gains``. ``rows``
+    selects the points (default all). Column ``pred`` is ``+inf`` (value) and 0 (slope).
+    The slopes are ``sum_i |h_i| g_i + tau * g_max``: the tangent slope of (C8) plus an
+    allowance for its rounding (``tau`` bounds ``2 (E_h + gamma S)``, so ``tau * g_max``
+    bounds the error of ``sum_i |h_i| g_i``). Points are grouped by (scale, class): one
+    matrix product per group.
     """
-    T, K = A.shape
-    values = torch.empty_like(A)
-    slopes = torch.zeros_like(A) if tau is not None else None
+    if rows is None:
+        rows = np.arange(A.shape[0])
+    T, K = rows.size, A.shape[1]
+    values = torch.empty((T, K), dtype=A.dtype, device=A.device)
+    slopes = torch.zeros((T, K), dtype=A.dtype, device=A.device) if tau is not None else None
     s = np.broadcast_to(np.asarray(s, dtype=np.float64), (T,))
-    pred_np = pred.cpu().numpy()
+    pred_np = pred.cpu().numpy()[rows]
     keys = np.stack([s, pred_np.astype(np.float64)], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    tables.prefetch(uniq)
+    tables.prefetch(uniq, slopes=tau is not None)
     for g, (s_g, c) in enumerate(uniq):
-        idx = torch.as_tensor(np.flatnonzero(inverse == g), device=A.device)
+        local = np.flatnonzero(inverse == g)
+        glob = torch.as_tensor(rows[local], device=A.device)
+        local = torch.as_tensor(local, device=A.device)
         c = int(c)
-        gp, gm, dp, dm, g_max = tables.slices(s_g, c)
-        hp, hn = H_pos[idx], H_neg[idx]
-        values[idx] = A[idx, c:c + 1] - A[idx] - hp @ gp - hn @ gm
+        gains, grad, g_max = tables.slices(s_g, c, slopes=tau is not None)
+        whole = glob.numel() == HH.shape[0] and bool((glob == torch.arange(HH.shape[0], device=A.device)).all())
+        hh = HH if whole else HH[glob]
+        values[local] = A[glob, c:c + 1] - A[glob] - hh @ gains
         if tau is not None:
-            slopes[idx] = hp @ dp + hn @ dm + tau[idx, None] * g_max
-    rows = torch.arange(T, device=A.device)
-    values[rows, pred] = math.inf
+            slopes[local] = hh @ grad + tau[glob, None] * g_max
+    idx = torch.arange(T, device=A.device)
+    pred_t = torch.as_tensor(pred_np, device=A.device)
+    values[idx, pred_t] = math.inf
     if tau is not None:
-        slopes[rows, pred] = 0.0
+        slopes[idx, pred_t] = 0.0
     return values, slopes
 
 
-def _radius_scale(H_pos, H_neg, A, pred, tables, tau, cert_at_one, s_sat, rtol):
+def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
     """Theorem 2: largest proven-certified budget scale per point, rounded down.
 
-    Bisection on the grid ``2**k`` (shared scales, so each step is a few matrix
-    products), then Newton steps from the left along the tangent lines (C8), whose roots
-    are proven-certified scales; chords of the convex worst-case margin bound the exact
-    value from above and stop the iteration at relative tolerance ``rtol``.
+    Bisection on the grid ``2**(j / steps)`` with ``2**(1 / steps) <= 1 + rtol`` (scales
+    shared by many points, so each step is a few matrix products; the grid point below
+    ``s*`` is within ``1 + rtol`` of it), then one tangent step (C8) from that grid point,
+    whose root is a proven-certified scale.
     """
     T = A.shape[0]
     tau_np = tau.cpu().numpy()
@@ -387,105 +434,175 @@ def _radius_scale(H_pos, H_neg, A, pred, tables, tau, cert_at_one, s_sat, rtol):
         radius[cert1] = math.inf
         return radius
 
-    def evaluate(idx, s, slopes=False):
-        idx_t = torch.as_tensor(idx, device=A.device)
-        vals, sl = _rival_worst(H_pos[idx_t], H_neg[idx_t], A[idx_t], pred[idx_t], tables, s,
-                                tau=tau[idx_t] if slopes else None)
-        return vals.cpu().numpy(), (sl.cpu().numpy() if slopes else None)
+    def worst(idx, s):
+        return _rival_worst(HH, A, pred, tables, s, rows=idx)[0].amin(dim=1).cpu().numpy()
 
-    k_sat = max(math.ceil(math.log2(s_sat)), 1)
-    lo = np.where(cert1, 0, _LOG2_FLOOR)
+    steps = max(1, math.ceil(1.0 / math.log2(1.0 + rtol)))  # grid points per doubling
+    k_sat = max(math.ceil(math.log2(s_sat)), 1) * steps
+    k_floor = _LOG2_FLOOR * steps
+    lo = np.where(cert1, 0, k_floor)
     hi = np.where(cert1, k_sat, 0)
     active = np.ones(T, dtype=bool)
     top = np.flatnonzero(cert1)
     if top.size:  # certified at saturation: certified at every scale
-        ok = evaluate(top, 2.0**k_sat)[0].min(axis=1) > tau_np[top]
+        ok = worst(top, 2.0 ** (k_sat / steps)) > tau_np[top]
         radius[top[ok]] = math.inf
         active[top[ok]] = False
-    bottom = np.flatnonzero(~cert1)
-    if bottom.size:
-        ok = evaluate(bottom, 2.0**_LOG2_FLOOR)[0].min(axis=1) > tau_np[bottom]
-        active[bottom[~ok]] = False  # radius stays 0
+    # galloping from s = 1 (radii are usually of order 1): 2**(+-1), 2**(+-2), 2**(+-4), ...
+    up = active & cert1
+    down = active & ~cert1
+    jump = 1
+    while up.any() or down.any():
+        for side, sign in ((up, 1), (down, -1)):
+            todo = np.flatnonzero(side)
+            if not todo.size:
+                continue
+            e = np.clip(sign * jump * steps, k_floor, k_sat)
+            ok = worst(todo, 2.0 ** (e / steps)) > tau_np[todo]
+            if sign > 0:
+                lo[todo[ok]] = e
+                hi[todo[~ok]] = e
+                side[todo[~ok]] = False
+            else:
+                hi[todo[~ok]] = e
+                lo[todo[ok]] = e
+                side[todo[ok]] = False
+            side[todo] &= abs(e) < (k_sat if sign > 0 else -k_floor)
+        jump *= 2
+    floor_fail = active & ~cert1 & (hi == k_floor)
+    active[floor_fail] = False  # not certified even at 2**_LOG2_FLOOR: radius stays 0
     while True:
         todo = np.flatnonzero(active & (hi - lo > 1))
         if not todo.size:
             break
         mid = (lo[todo] + hi[todo]) // 2
-        ok = evaluate(todo, 2.0 ** mid.astype(np.float64))[0].min(axis=1) > tau_np[todo]
+        ok = worst(todo, 2.0 ** (mid / steps)) > tau_np[todo]
         lo[todo] = np.where(ok, mid, lo[todo])
         hi[todo] = np.where(ok, hi[todo], mid)
     idx = np.flatnonzero(active)
-    radius[idx] = 2.0 ** lo[idx].astype(np.float64)
     if not idx.size:
         return radius
-    s_lo = 2.0 ** lo[idx].astype(np.float64)
-    s_hi = 2.0 ** hi[idx].astype(np.float64)
-    w_lo, sl = evaluate(idx, s_lo, slopes=True)
-    w_hi = evaluate(idx, s_hi)[0]
-    for _ in range(_NEWTON_STEPS):
-        t = tau_np[idx][:, None]
-        finite = np.isfinite(w_lo)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(finite & (sl > 0), (w_lo - t) / sl, math.inf).min(axis=1)
-            chord = np.where(finite & (w_hi <= t), (w_lo - t) / (w_lo - w_hi), math.inf).min(axis=1)
-        # tangent root: W >= tau there by (C8), i.e. certified (shrunk by 1e-9 for strictness)
-        proven = s_lo + (1 - 1e-9) * np.maximum(step, 0.0)
-        proven = np.where(proven >= s_hi, s_lo, proven)  # inconsistent only through rounding
-        upper = np.minimum(s_lo + chord * (s_hi - s_lo), s_hi)
-        radius[idx] = np.maximum(radius[idx], proven)
-        keep = upper > proven * (1 + rtol)
-        if not keep.any():
-            break
-        stalled = proven <= s_lo * (1 + 1e-6)
-        nxt = np.where(stalled, np.sqrt(s_lo * upper), proven)
-        idx, nxt, s_lo, s_hi, w_lo, sl, w_hi = (a[keep] for a in (idx, nxt, s_lo, s_hi, w_lo, sl, w_hi))
-        vals, slopes = evaluate(idx, nxt, slopes=True)
-        ok = vals.min(axis=1) > tau_np[idx]
-        radius[idx] = np.where(ok, np.maximum(radius[idx], nxt), radius[idx])
-        s_lo = np.where(ok, nxt, s_lo)
-        s_hi = np.where(ok, s_hi, nxt)
-        w_lo = np.where(ok[:, None], vals, w_lo)
-        sl = np.where(ok[:, None], slopes, sl)
-        w_hi = np.where(ok[:, None], w_hi, vals)
+    s_lo = 2.0 ** (lo[idx] / steps)
+    s_hi = 2.0 ** (hi[idx] / steps)
+    vals, slopes = _rival_worst(HH, A, pred, tables, s_lo, rows=idx, tau=tau)
+    vals, slopes = vals.cpu().numpy(), slopes.cpu().numpy()
+    t = tau_np[idx][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(np.isfinite(vals) & (slopes > 0), (vals - t) / slopes, math.inf).min(axis=1)
+    # tangent root: W >= tau there by (C8), i.e. certified (shrunk by 1e-9 for strictness);
+    # beyond s_hi only through rounding, so it is capped at s_lo then
+    proven = s_lo + (1 - 1e-9) * np.maximum(step, 0.0)
+    radius[idx] = np.where(proven < s_hi, proven, s_lo)
     return radius
 
 
+def _top_descending(x, k):
+    """The ``k`` largest entries along the last axis, largest first (numpy on CPU: far
+    faster than torch's sort/topk there)."""
+    L = x.shape[-1]
+    if x.device.type != "cpu":
+        return torch.topk(x, min(k, L), dim=-1, sorted=True).values
+    a = x.numpy()
+    if k < L:
+        a = np.partition(a, L - k, axis=-1)[..., L - k:]
+    return torch.from_numpy(np.ascontiguousarray(np.sort(a, axis=-1)[..., ::-1]))
+
+
 def _flip_chunk(H, A, pred, pi, tau, m):
-    """Theorem 3 for a chunk: ``(max_flips, worst margin at m)`` per point."""
+    """Theorem 3 for a chunk: ``(max_flips, worst margin at m)`` per point.
+
+    Only the rows with the largest ``|h_i|`` can hold the largest ``d_i`` ((C9):
+    ``0 <= d_i <= 2 |h_i|``). For each point, ``d`` is evaluated on the ``L`` rows of
+    largest ``|h_i|``; every other row has ``d_i <= beta = 2 |h|_(L+1)``, so the sorted
+    prefix sums on those rows equal the exact ones up to the number ``valid`` of their
+    entries ``>= beta`` (and never exceed the exact ones, so the count found on the
+    subset bounds the exact count from above). ``L`` starts from an estimate (the count
+    with every ``d_i`` replaced by its bound ``2 |h_i|`` is a lower bound) and grows for
+    the points whose answer needs more, up to all ``n`` rows (then exact by construction).
+    """
     T, n = H.shape
     K = pi.shape[1]
-    max_flips = np.empty(T, dtype=np.int64)
-    worst = torch.empty(T, dtype=H.dtype, device=H.device)
-    pred_np = pred.cpu().numpy()
-    sub = max(1, _CHUNK_ELEMENTS // max(n * K, 1))
-    for c in np.unique(pred_np):
-        diff = (pi[:, c:c + 1] - pi).T  # (K, n): pi_ic - pi_ib
-        members = np.flatnonzero(pred_np == c)
-        for start in range(0, members.size, sub):
-            rows = torch.as_tensor(members[start:start + sub], device=H.device)
-            h = H[rows]
-            d = torch.addcmul(h.abs()[:, None, :], h[:, None, :], diff[None]).clamp_min_(0.0)  # (C9)
-            keep = torch.arange(K, device=H.device) != c
-            d = d[:, keep, :]
-            margin = (A[rows, c:c + 1] - A[rows])[:, keep]  # (R, K-1)
-            t = tau[rows][:, None]
-            k = min(n, max(m, 64))
-            while True:
-                top = torch.topk(d, k, dim=-1, sorted=True).values
+    dev = H.device
+    max_flips = np.full(T, -2, dtype=np.int64)
+    worst = torch.empty(T, dtype=H.dtype, device=dev)
+    margin_all = A[torch.arange(T, device=dev), pred][:, None] - A
+    own_all = torch.zeros_like(margin_all, dtype=torch.bool)
+    own_all[torch.arange(T, device=dev), pred] = True
+    margin_all[own_all] = math.inf
+    abs_h = H.abs()
+    cap = min(n, 4096)
+    top_abs, order = torch.topk(abs_h, min(n, cap + 1), dim=1)  # sorted, largest first
+    floor = 2 * torch.cumsum(top_abs[:, :cap], dim=1)  # prefix sums of the bound 2 |h_i|
+    low = (margin_all.amin(dim=1, keepdim=True) - floor > tau[:, None]).sum(dim=1) + 1
+    want = torch.clamp(16 * low, min=max(256, 8 * (m + 1)))
+    sizes = torch.minimum(2 ** torch.ceil(torch.log2(want.double())).long(), torch.tensor(n)).cpu().numpy()
+    todo = np.arange(T)
+    while todo.size:
+        next_todo, next_sizes = [], []
+        for size in np.unique(sizes[todo]):
+            size = int(size)
+            group = todo[sizes[todo] == size]
+            keep = n if size == n else max(m + 1, size // 4)  # prefix length examined
+            sub = max(1, _CHUNK_ELEMENTS // max(size * K, 1))
+            for start in range(0, group.size, sub):
+                rows_np = group[start:start + sub]
+                rows = torch.as_tensor(rows_np, device=dev)
+                R = rows.numel()
+                if size == n:
+                    h = H[rows]
+                    beta = torch.full((R,), -math.inf, dtype=H.dtype, device=dev)
+                    pi_s = pi.expand(R, n, K)
+                else:
+                    if size <= cap:
+                        support, beta = order[rows, :size], 2.0 * top_abs[rows, size]
+                    else:
+                        vals, support = torch.topk(abs_h[rows], size + 1, dim=1)
+                        beta, support = 2.0 * vals[:, size], support[:, :size]
+                    h = torch.gather(H[rows], 1, support)
+                    pi_s = pi[support]  # (R, L, K)
+                c = pred[rows]
+                pi_c = torch.gather(pi_s, 2, c[:, None, None].expand(-1, pi_s.shape[1], 1))  # (R, L, 1)
+                d = torch.addcmul(h.abs()[:, None, :], h[:, None, :], (pi_c - pi_s).transpose(1, 2))  # (C9)
+                d.clamp_min_(0.0)
+                valid = (d >= beta[:, None, None]).sum(-1)  # sorted prefix sums exact up to here
+                top = _top_descending(d, min(keep, size))
+                k = top.shape[-1]
                 prefix = torch.cumsum(top, dim=-1)
+                margin, own = margin_all[rows], own_all[rows]
+                t = tau[rows][:, None]
                 counts = (margin > t).to(torch.int64) + (margin[..., None] - prefix > t[..., None]).sum(-1)
-                if k == n or bool((counts.amin(dim=1) <= k).all()):
-                    break
-                k = min(n, 8 * k)
-            max_flips[members[start:start + sub]] = (counts.amin(dim=1) - 1).cpu().numpy()
-            if m == 0:
-                at_m = margin
-            elif m <= k:
-                at_m = margin - prefix[..., m - 1]
-            else:
-                at_m = margin - d.sum(-1)
-            worst[rows] = at_m.amin(dim=1)
+                reach = torch.clamp(valid, max=k)
+                exact = (counts <= reach) | own
+                lower = torch.where(own, n + 2, torch.where(exact, counts, reach + 1))  # else count > reach
+                best = lower.amin(dim=1)
+                decided = (exact & (lower == best[:, None])).any(dim=1)
+                if m == 0:
+                    at_m, m_ok = margin, torch.ones_like(decided)
+                elif m <= k:
+                    at_m, m_ok = margin - prefix[..., m - 1], ((reach >= m) | own).all(dim=1)
+                else:
+                    at_m, m_ok = margin, torch.zeros_like(decided)
+                done = decided & m_ok
+                if size == n:  # every prefix sum is exact
+                    done = torch.ones_like(done)
+                    if m > n:
+                        at_m = margin - prefix[..., -1]
+                done_np = done.cpu().numpy()
+                max_flips[rows_np[done_np]] = (best[done] - 1).cpu().numpy()
+                worst[rows[done]] = at_m[done].amin(dim=1)
+                if not done_np.all():
+                    # the subset count bounds the exact one from above: aim for 8 times it
+                    upper = torch.where(own, n + 2, counts).amin(dim=1)[~done].cpu().numpy()
+                    grow = np.where(upper <= keep, 8 * (upper + 1), 4 * size)
+                    next_todo.append(rows_np[~done_np])
+                    next_sizes.append(np.minimum(n, np.maximum(grow, 2 * size)))
+        if not next_todo:
+            break
+        todo = np.concatenate(next_todo)
+        sizes[todo] = 2 ** np.ceil(np.log2(np.concatenate(next_sizes))).astype(np.int64)
+        sizes[todo] = np.minimum(sizes[todo], n)
     return max_flips, worst
+
 
 
 # --------------------------------------------------------------------------- stochastic tier
@@ -532,8 +649,9 @@ def _stochastic(system, X, pi, counts, delta, pred):
     Y = torch.cat([system.fc, torch.full((n, 1), 1.0 / n, dtype=Q.dtype, device=dev)], dim=1)
     w = torch.as_tensor(weight, device=dev)
     Gw = Y.T @ (Y * w[:, None])
-    Bw = Y.abs().T @ (Y.abs() * w[:, None])
-    Gw_abs = Gw.abs()
+    # |v|^T |Y|^T W |Y| |v| <= ||W^(1/2) Y||_F^2 ||v||^2 and |v|^T |Gw| |v| <= ||Gw||_F ||v||^2
+    bw_norm = float((w[:, None] * Y * Y).sum()) * (1 + _gamma(n * (system.d + 1)))
+    gw_norm = float(torch.linalg.matrix_norm(Gw)) * (1 + _gamma(n + system.d + 1)) + _gamma(n) * bw_norm
     d = system.d
     worst = np.empty(X.shape[0])
     delta_min = np.empty(X.shape[0])
@@ -552,8 +670,7 @@ def _stochastic(system, X, pi, counts, delta, pred):
         M = margins.amin(dim=1)
         v = torch.cat([U, torch.ones(U.shape[0], 1, dtype=U.dtype, device=dev)], dim=1)
         quad = ((v @ Gw) * v).sum(dim=1)
-        va = v.abs()
-        err = 2.0 * (_gamma(n + 4) * ((va @ Bw) * va).sum(dim=1) + _gamma(2 * d + 4) * ((va @ Gw_abs) * va).sum(dim=1))
+        err = 2.0 * (_gamma(n + 4) * bw_norm + _gamma(2 * d + 4) * gw_norm) * (v * v).sum(dim=1)
         sigma = torch.sqrt((quad + err).clamp_min(0.0)) * (1 + 4 * _EPS) + e_h
         thresh = torch.sqrt(2.0 * sigma**2 * (log_k - math.log(delta))) * (1 + 8 * _EPS)
         worst[sl] = (M - thresh).cpu().numpy()
@@ -592,7 +709,7 @@ def _budget_vector(budget, name, n):
 
 
 def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry="l1", m=None, delta=0.05,
-                  scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=1e-2):
+                  scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1):
     """Certify the ridge head's predictions against changes of the training labels.
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
@@ -628,8 +745,10 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         Torch device for the computation (float64 throughout); default CPU.
     radius : bool, default=True
         Tier "bounded": compute ``radius_scale`` (Theorem 2).
-    radius_rtol : float, default=1e-2
-        Relative tolerance of ``radius_scale`` (always rounded down).
+    radius_rtol : float, default=0.1
+        Relative tolerance of ``radius_scale``: the reported value is proven certified
+        (rounded down) and at least ``s* / (1 + radius_rtol)``; a tangent step (C8) makes it
+        much closer in practice. Smaller values cost more (finer grid).
 
     Returns
     -------
@@ -724,7 +843,7 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
                            worst_case_margin=worst, delta=delta, delta_min=delta_min, **common)
 
     Pi = torch.as_tensor(pi, device=dev)
-    step = chunk_size or max(1, _CHUNK_ELEMENTS // n)
+    step = chunk_size or max(1, 8 * _CHUNK_ELEMENTS // (2 * n))  # [h^+, h^-] of 1 GiB per chunk
     worst = np.empty(T)
     certified = np.zeros(T, dtype=bool)
     extra = np.empty(T, dtype=np.int64) if tier == "flip" else np.empty(T)
@@ -744,15 +863,15 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
             worst[sl] = w.cpu().numpy()
             certified[sl] = flips >= m
             continue
-        H_pos, H_neg = H.clamp_min(0.0), (-H).clamp_min_(0.0)
+        HH = torch.cat([H.clamp_min(0.0), (-H).clamp_min_(0.0)], dim=1)  # [h^+, h^-] of (C5)
         del H
-        vals, _ = _rival_worst(H_pos, H_neg, A, c, tables, 1.0)
+        vals, _ = _rival_worst(HH, A, c, tables, 1.0)
         w = vals.amin(dim=1)
         ok = w > tau
         worst[sl] = w.cpu().numpy()
         certified[sl] = ok.cpu().numpy()
         if radius:
-            extra[sl] = _radius_scale(H_pos, H_neg, A, c, tables, tau, ok, s_sat, float(radius_rtol))
+            extra[sl] = _radius_scale(HH, A, c, tables, tau, ok, s_sat, float(radius_rtol))
     if tier == "flip":
         return Certificate(tier=tier, engine="ridge-flip-exact", certified=certified, worst_case_margin=worst,
                            max_flips=extra, m=m, **common)
