@@ -707,5 +707,6 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.random_state is None
+        head_only = self.module == "linear" and self.head in ("ridge", "robust_softmax")  # closed form / L-BFGS
+        tags.non_deterministic = self.random_state is None and not head_only
         return tags
