@@ -102,7 +102,10 @@ def test_l1_gain_closed_form_matches_linprog():
     rng = np.random.default_rng(0)
     for _ in range(300):
         K = int(rng.integers(2, 6))
-        p = rng.dirichlet(np.ones(K) * rng.choice([0.3, 1.0, 5.0])) if rng.random() < 0.7 else np.eye(K)[rng.integers(K)]
+        if rng.random() < 0.7:
+            p = rng.dirichlet(np.ones(K) * rng.choice([0.3, 1.0, 5.0]))
+        else:
+            p = np.eye(K)[rng.integers(K)]
         a, b = rng.choice(K, 2, replace=False)
         r = float(rng.choice([rng.uniform(0, 2), 0.0, 2.0, rng.uniform(0, 0.1)]))
         ours = float(_l1_gain(_t(p[a]), _t(p[b]), _t(r)))
@@ -166,7 +169,8 @@ def test_stochastic_smoothed_and_plurality_nominals():
     np.testing.assert_allclose(smooth.worst_case_margin, 0.9 * plain.worst_case_margin, atol=1e-9)
     plural = replace(budget, pi=np.eye(K)[np.argmax(budget.counts, axis=1)])
     assert certify_ridge(F, plural, X, alpha=1.0, tier="stochastic").engine == "ridge-hoeffding-plurality"
-    other = replace(budget, pi=np.full_like(budget.pi, 1.0 / K) * 0.5 + 0.5 * np.eye(K)[(np.argmax(budget.counts, 1) + 1) % K])
+    wrong = np.eye(K)[(np.argmax(budget.counts, 1) + 1) % K]  # not a function of the votes we know
+    other = replace(budget, pi=0.5 / K + 0.5 * wrong)
     with pytest.raises(CertificationError, match="vote mean"):
         certify_ridge(F, other, X, alpha=1.0, tier="stochastic")
 

@@ -28,6 +28,7 @@ _SCOPES = ("model", "head")
 _SIMPLEX_ATOL = 1e-6
 _MODE_ATOL = 1e-9
 _CHUNK_ELEMENTS = 2**24  # float64 elements per working tensor (128 MiB)
+_CACHE_BYTES = 2**28  # gain tables kept between evaluations (256 MiB)
 _LOG2_FLOOR = -20  # smallest budget scale tried by radius_scale: 2**-20
 _KL_BISECTIONS = 30
 
@@ -239,14 +240,15 @@ class _GainTables:
     ``slices(s, c)`` returns ``(gains, slopes, g_max)``: ``gains`` is (2n, K), rows
     ``0..n-1`` hold ``G(c -> b)`` (the gain used where ``h_i >= 0``) and rows ``n..2n-1``
     hold ``G(b -> c)`` (used where ``h_i < 0``), 0 in column ``c``; ``slopes`` are the
-    matching slopes in ``s`` valid for the tangent lines (C8); ``g_max`` the largest. ``prefetch(keys)`` computes many ``(s, c)`` at once (one batched call).
+    matching slopes in ``s`` valid for the tangent lines (C8); ``g_max`` the largest.
+    ``prefetch(keys)`` computes many ``(s, c)`` at once.
     Rows off the simplex by ``dev_i`` (at most ``_SIMPLEX_ATOL`` in l1) are handled
     soundly: with ``p' = pi / sum(pi)``, ``U_i`` lies in the l1 ball of radius
     ``r_i + dev_i`` and the KL ball of radius ``rho_i + max(log sum(pi_i), 0)`` around
     ``p'``, and the gains around ``pi`` and ``p'`` differ by at most ``dev_i``.
     """
 
-    def __init__(self, pi, r, rho, geometry, cache_size=64):
+    def __init__(self, pi, r, rho, geometry):
         self.geometry = geometry
         sums = pi.sum(dim=1, keepdim=True)
         self.pi = pi / sums
@@ -255,7 +257,7 @@ class _GainTables:
         self.rho = rho[:, None]
         self.rho_extra = torch.log(sums).clamp_min(0.0)
         self._cache = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_size = self.capacity()
         self._breaks = {}
 
     def saturation_scale(self):
@@ -302,12 +304,18 @@ class _GainTables:
             slope = torch.where(use_first, slopes[0], slopes[1]) if with_slopes else None
         return gain + self.dev, slope
 
+    def capacity(self, slopes=False):
+        """How many slices the cache keeps (about ``_CACHE_BYTES``, at least 4)."""
+        n, K = self.pi.shape
+        per_entry = (2 if slopes else 1) * 2 * n * K * self.pi.element_size()
+        return max(4, _CACHE_BYTES // max(per_entry, 1))
+
     def prefetch(self, keys, slopes=False):
         """Compute and cache the slices of every ``(s, c)`` in ``keys`` not cached yet."""
         todo = [key for key in dict.fromkeys((float(s), int(c), slopes) for s, c in keys)
                 if key not in self._cache]
         n, K = self.pi.shape
-        self._cache_size = max(self._cache_size, len(todo))  # keep a whole request
+        self._cache_size = self.capacity(slopes)
         if self.geometry == "l1":
             for key in todo:
                 self._store(key, self._l1_slice(*key))
@@ -398,8 +406,10 @@ def _rival_worst(HH, A, pred, tables, s, rows=None, tau=None):
     keys = np.stack([s, pred_np.astype(np.float64)], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    tables.prefetch(uniq, slopes=tau is not None)
+    block = tables.capacity(slopes=tau is not None)
     for g, (s_g, c) in enumerate(uniq):
+        if g % block == 0:  # compute the next block of tables at once (bounded memory)
+            tables.prefetch(uniq[g:g + block], slopes=tau is not None)
         local = np.flatnonzero(inverse == g)
         glob = torch.as_tensor(rows[local], device=A.device)
         local = torch.as_tensor(local, device=A.device)
@@ -843,7 +853,7 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
                            worst_case_margin=worst, delta=delta, delta_min=delta_min, **common)
 
     Pi = torch.as_tensor(pi, device=dev)
-    step = chunk_size or max(1, 8 * _CHUNK_ELEMENTS // (2 * n))  # [h^+, h^-] of 1 GiB per chunk
+    step = chunk_size or max(1, 4 * _CHUNK_ELEMENTS // (2 * n))  # [h^+, h^-] of 512 MiB per chunk
     worst = np.empty(T)
     certified = np.zeros(T, dtype=bool)
     extra = np.empty(T, dtype=np.int64) if tier == "flip" else np.empty(T)
@@ -863,7 +873,9 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
             worst[sl] = w.cpu().numpy()
             certified[sl] = flips >= m
             continue
-        HH = torch.cat([H.clamp_min(0.0), (-H).clamp_min_(0.0)], dim=1)  # [h^+, h^-] of (C5)
+        HH = torch.empty((H.shape[0], 2 * n), dtype=H.dtype, device=dev)  # [h^+, h^-] of (C5)
+        torch.clamp(H, min=0.0, out=HH[:, :n])
+        torch.clamp(H.neg_(), min=0.0, out=HH[:, n:])
         del H
         vals, _ = _rival_worst(HH, A, c, tables, 1.0)
         w = vals.amin(dim=1)
