@@ -1,0 +1,940 @@
+"""CIFAR-10N benchmark: every method on the same features, splits and seeds.
+
+One command runs the baselines (cross-entropy, label smoothing, GCE, ELR,
+cleanlab filtering) and CNAT (geometries l1 / kl / kl_l1, nominal one-hot or
+vote histogram, radius mappings flat / linear / piecewise / posterior) on the
+CIFAR-10N noise settings aggre / random1 / worse, and writes
+``cifar10n_results.csv``, ``cifar10n_results.md`` and figures to ``--out``.
+
+Modes (``--mode``, several allowed):
+
+``label_free``
+    Coates-Ng k-means patch features (:class:`sklearn_cnat.features.KMeansPatchFeatures`),
+    fitted on the training images without labels; heads are trained on all
+    training images and certificates have scope "model".
+``split``
+    A 7-conv CNN is trained on half A of the training set with half A's own noisy
+    labels of the setting, then frozen; heads are trained on half B, whose labels
+    are the ones certified (half B's labels never reach the extractor, so the
+    certificates cover the whole model for these labels: scope "model").
+``cnn``
+    End-to-end small CNN (:class:`sklearn_cnat.models.SmallCNN`) on a training
+    subset with each loss; CNAT's ridge head is certified with scope "head"
+    (features learned from the same labels); plus partition aggregation
+    (:class:`sklearn_cnat.partition.PartitionAggregationClassifier`, ``--partitions``
+    base models on a hash partition) with whole-model flip certificates.
+``gpu``
+    The ``cnn`` protocol with ResNet-18 on the full training set, ``--device cuda``.
+
+Features are computed once and cached under ``--cache`` (``benchmarks/cache``,
+git-ignored). Hyper-parameters of the heads (the ridge ``alpha``, the
+temperature of the calibrated ridge probabilities) are chosen by
+cross-validation on the training labels only; the test set is used for the
+reported numbers only.
+
+Example::
+
+    OMP_NUM_THREADS=2 nice -n 10 python benchmarks/cifar10n.py --mode split --noise aggre
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
+DEFAULT_OUT = REPO / "docs" / "benchmarks"
+DEFAULT_CACHE = REPO / "benchmarks" / "cache"
+NOISES = ("aggre", "random1", "worse")
+MODES = ("label_free", "split", "cnn", "gpu")
+K = 10
+
+# CIFAR-10 channel statistics (of the training images, in [0, 1])
+_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(path, n_train=None, n_test=None, seed=0):
+    """CIFAR-10N arrays: images, the three random labels as votes, every label set.
+
+    ``n_train`` / ``n_test``: stratified subsets (by the clean label, for the
+    training set through ``load_cifar10n``; the test set is grouped by class, so
+    every ``10000 / n_test``-th image is kept).
+    """
+    from sklearn_cnat.datasets import load_cifar10n
+
+    d = load_cifar10n(path, noise="random", subset=n_train, random_state=seed)
+    x_test, y_test = d.x_test, d.y_test
+    if n_test is not None and n_test < len(y_test):
+        keep = np.linspace(0, len(y_test) - 1, n_test).round().astype(int)
+        x_test, y_test = x_test[keep], y_test[keep]
+    return dict(x_train=d.x_train, votes=d.votes, labels=d.labels, x_test=x_test, y_test=y_test,
+                source=f"CIFAR-10N ({len(d.x_train)} train, {len(y_test)} test)")
+
+
+def synthetic_data(n_train=400, n_test=200, size=16, seed=0):
+    """Tiny CIFAR-shaped stand-in (no files needed): class-coloured blobs with three simulated annotators.
+
+    Returns the same dict as :func:`load_data`; ``labels`` has "aggre" (plurality of the
+    three), "random1" (the first annotator), "worse" (a wrong vote when there is one)
+    and "clean".
+    """
+    from sklearn_cnat.datasets import simulate_annotators
+
+    rng = np.random.RandomState(seed)
+    n = n_train + n_test
+    y = rng.randint(0, K, n)
+    palette = rng.rand(K, 3)
+    yy, xx = np.mgrid[:size, :size] / size
+    phase = rng.rand(K) * 2 * np.pi
+    pattern = np.sin(2 * np.pi * (xx[None] * (1 + np.arange(K)[:, None, None] % 3)) + phase[:, None, None])
+    img = palette[y][:, None, None, :] * (0.6 + 0.3 * pattern[y][..., None])
+    img = img + 0.35 * rng.randn(n, size, size, 3)
+    x = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    votes_all, det = simulate_annotators(x.reshape(n, -1)[:, ::7].astype(float), y, n_annotators=3,
+                                         noise_rate=0.2, random_state=seed, return_details=True)
+    votes = votes_all[:n_train]
+    ann = np.asarray(det.annotator_labels)[:n_train]
+    y_tr = y[:n_train]
+    plural = np.argmax(votes, axis=1)
+    wrong = np.where(ann != y_tr[:, None], ann, -1).max(axis=1)
+    labels = {"aggre": plural, "random1": ann[:, 0].astype(np.int64),
+              "worse": np.where(wrong >= 0, wrong, y_tr).astype(np.int64), "clean": y_tr}
+    return dict(x_train=x[:n_train], votes=votes.astype(np.int64), labels=labels, x_test=x[n_train:],
+                y_test=y[n_train:], source=f"synthetic ({n_train} train, {n_test} test, {size}x{size})")
+
+
+def _half_split(n, seed):
+    """Indices of halves A (extractor) and B (heads, certified), a label-free random split."""
+    perm = np.random.RandomState(seed).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
+# --------------------------------------------------------------------------- CNN extractor
+
+
+def _conv_bn(c_in, c_out):
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+
+
+class ConvNet7(nn.Module):
+    """A 7-conv CNN in the style of airbench (Jordan 2024): stem, three conv-pool-conv blocks, max-pool, linear.
+
+    Feature map (input of ``fc``): ``widths[-1]`` dimensions.
+    """
+
+    def __init__(self, num_classes=10, in_channels=3, widths=(64, 128, 256), stem=24):
+        super().__init__()
+        layers = _conv_bn(in_channels, stem)
+        c = stem
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
+            layers += _conv_bn(w, w)
+            c = w
+        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c, num_classes)
+        nn.init.zeros_(self.fc.weight)  # logits start at 0: the loss starts at log K
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+def _normalise(xb):
+    return (xb - _MEAN.to(xb.device)) / _STD.to(xb.device)
+
+
+def _to_nchw_float(x_uint8):
+    return torch.from_numpy(np.ascontiguousarray(x_uint8.transpose(0, 3, 1, 2))).float().div_(255.0)
+
+
+def _augment(xb, generator, pad=2):
+    """Random horizontal flip and random translation by up to ``pad`` pixels (reflect padding)."""
+    n, _, h, w = xb.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
+    padded = nn.functional.pad(xb, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    out = torch.empty_like(xb)
+    for s in range(2 * pad + 1):
+        for t in range(2 * pad + 1):
+            sel = (dy == s) & (dx == t)
+            if sel.any():
+                out[sel] = padded[sel, :, s:s + h, t:t + w]
+    return out
+
+
+def train_cnn(x_uint8, targets, *, epochs, seed, batch_size=256, lr=0.2, weight_decay=5e-4,
+              label_smoothing=0.2, device="cpu", module=None, verbose=True):
+    """Train a CNN (default :class:`ConvNet7`) on uint8 NHWC images with soft targets (n, K).
+
+    SGD with Nesterov momentum 0.9, one-cycle learning rate (linear warm-up over the
+    first 20 % of steps, linear decay to 0), label smoothing, flip + translate
+    augmentation, bf16 autocast and channels-last on CPU.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = (module if module is not None else ConvNet7()).to(device)
+    net = net.to(memory_format=torch.channels_last)
+    x = _to_nchw_float(x_uint8)
+    t = torch.as_tensor(targets, dtype=torch.float32)
+    t = (1 - label_smoothing) * t + label_smoothing / t.shape[1]
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9, nesterov=True)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / (0.2 * total), max(0.0, (total - s) / (0.8 * total))))
+    use_bf16 = device == "cpu"
+    net.train()
+    for epoch in range(epochs):
+        t0 = time.time()
+        perm = torch.randperm(n, generator=gen)
+        tot, correct = 0.0, 0
+        for s in range(0, n, batch_size):
+            idx = perm[s:s + batch_size]
+            if len(idx) < 2:
+                continue
+            xb = _normalise(_augment(x[idx], gen)).to(device).contiguous(memory_format=torch.channels_last)
+            tb = t[idx].to(device)
+            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16,
+                                enabled=use_bf16 or device != "cpu"):
+                out = net(xb)
+            loss = -(tb * torch.log_softmax(out.float(), dim=1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            correct += int((out.argmax(1) == tb.argmax(1)).sum())
+        if verbose:
+            log(f"  epoch {epoch + 1}/{epochs}: loss {tot / n:.3f}, train acc (vs its labels) {correct / n:.3f}, "
+                f"{n / (time.time() - t0):.0f} img/s")
+    net.eval()
+    return net
+
+
+@torch.no_grad()
+def cnn_features(net, x_uint8, *, device="cpu", batch_size=500, tta=True):
+    """Feature map (input of the last linear layer) of uint8 images; ``tta``: mean over the image and its flip.
+
+    (``sklearn_cnat.models.extract_features`` does the same without bf16 autocast.)
+    """
+    from sklearn_cnat.models import find_last_linear
+
+    head = find_last_linear(net)
+    captured = []
+    hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().float().cpu()))
+    net.eval()
+    out = []
+    try:
+        for s in range(0, len(x_uint8), batch_size):
+            xb = _normalise(_to_nchw_float(x_uint8[s:s + batch_size])).to(device)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16):
+                net(xb)
+                if tta:
+                    net(xb.flip(3))
+            f = captured.pop(0).reshape(len(xb), -1)
+            if tta:
+                f = 0.5 * (f + captured.pop(0).reshape(len(xb), -1))
+            out.append(f.numpy())
+    finally:
+        hook.remove()
+    return np.concatenate(out).astype(np.float32)
+
+
+@torch.no_grad()
+def cnn_predict_proba(net, x_uint8, *, device="cpu", batch_size=500):
+    net.eval()
+    out = []
+    for s in range(0, len(x_uint8), batch_size):
+        xb = _normalise(_to_nchw_float(x_uint8[s:s + batch_size])).to(device)
+        with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16):
+            out.append(torch.softmax(net(xb).float(), 1).cpu().numpy())
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def _key(**kw):
+    return hashlib.sha1(json.dumps(kw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_arrays(path, compute):
+    """Load the arrays in ``path`` (.npz) or compute (a dict of arrays) and save them."""
+    path = Path(path)
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}, True
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    return out, False
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _onehot(idx, k=K):
+    return np.eye(k)[np.asarray(idx, dtype=int)]
+
+
+def prediction_metrics(proba, y_test):
+    """top-1, ECE (15 uniform bins), Brier and NLL on the clean test labels."""
+    from sklearn_cnat.metrics import brier_score, expected_calibration_error, nll_score
+
+    labels = np.arange(proba.shape[1])
+    return dict(top1=float(np.mean(proba.argmax(1) == y_test)),
+                ece=float(expected_calibration_error(y_test, proba, labels=labels)),
+                brier=float(brier_score(y_test, proba, labels=labels)),
+                nll=float(nll_score(y_test, proba, labels=labels)))
+
+
+FLIP_MS = (1, 10, 100)
+CURVE_SCALES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _cert_acc(cert, y):
+    return float(np.mean(np.asarray(cert.certified) & (np.asarray(cert.prediction) == y)))
+
+
+# --------------------------------------------------------------------------- heads on fixed features
+
+
+def standardise(F_train, F_test):
+    """Centre and scale by the training features (no labels involved)."""
+    mu = F_train.mean(0)
+    sd = F_train.std(0) + 1e-6
+    return ((F_train - mu) / sd).astype(np.float32), ((F_test - mu) / sd).astype(np.float32)
+
+
+def choose_alpha(F, pi, grid):
+    """Ridge ``alpha`` maximising the leave-one-out agreement ``mean_i pi_i[argmax s_{-i}(f_i)]``.
+
+    Exact leave-one-out ridge scores on the training labels only (no test data).
+    Returns (alpha, {alpha: score}).
+    """
+    from sklearn_cnat._calibration import _ridge_loo_scores
+    from sklearn_cnat.certificates._ridge import _ridge_fit
+
+    F = np.asarray(F, dtype=np.float64)
+    scores = {}
+    for a in grid:
+        coef, intercept = _ridge_fit(F, pi, float(a))
+        loo = _ridge_loo_scores(F, pi, float(a), coef, intercept)
+        scores[float(a)] = float(np.mean(pi[np.arange(len(pi)), loo.argmax(1)]))
+    best = max(scores, key=lambda a: (round(scores[a], 4), a))  # ties: the larger alpha
+    return best, scores
+
+
+def baseline_estimator(method, cfg, seed):
+    from sklearn_cnat.baselines import BaselineClassifier, CleanlabFilterClassifier
+
+    common = dict(module="linear", max_epochs=cfg["head_epochs"], lr=cfg["head_lr"], batch_size=256,
+                  optimizer="adamw", optimizer_kwargs={"weight_decay": cfg["head_wd"]}, random_state=seed)
+    if method == "cleanlab":
+        return CleanlabFilterClassifier(BaselineClassifier(loss="ce", **common), cv=cfg["cleanlab_cv"],
+                                        random_state=seed)
+    return BaselineClassifier(loss=method, **common)
+
+
+def cnat_grid(cfg, one_label):
+    """(pi, geometry, mapping) settings of the CNAT ridge head, and the transformer kwargs of each."""
+    grid = []
+    for pi in ("onehot", "votes"):
+        for geometry, mapping in cfg["cnat_settings"]:
+            if pi == "onehot" and mapping == "posterior" and not cfg["full_grid"]:
+                continue  # one vote: the posterior ball is nearly the whole simplex (run with --full-grid)
+            grid.append((pi, geometry, mapping))
+    return grid
+
+
+def budget_params(pi, geometry, mapping, cfg):
+    """NoiseBudgetTransformer kwargs. KL geometries and the posterior mapping need full-support pi:
+    a small smoothing, which scales the ridge scores by (1 - eps) and adds eps / K (sum_i h_i = 1),
+    so it changes neither predictions nor certificates' sign structure."""
+    kw = dict(pi=pi, mapping=mapping, radius=cfg["radius"], c=cfg["linear_c"], r_max=cfg["linear_r_max"],
+              hard_fraction=cfg["hard_fraction"], radius_hard=cfg["radius_hard"], radius_easy=cfg["radius_easy"],
+              delta=0.05, random_state=0, classes=np.arange(K))
+    if geometry != "l1" or mapping == "posterior":
+        kw["smoothing"] = cfg["smoothing"]
+    return kw
+
+
+def _evidence(pi, noise, labels, votes):
+    """Label evidence for NoiseBudgetTransformer: the setting's label (one-hot pi) or the three votes."""
+    return votes if pi == "votes" else labels[noise]
+
+
+def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed, scope, cert_idx):
+    """Every method on fixed features. Returns a list of result rows (dicts) and bounded curves."""
+    from sklearn_cnat import CNATClassifier
+    from sklearn_cnat.budgets import NoiseBudgetTransformer
+    from sklearn_cnat.certificates import certify_ridge
+
+    rows, curves = [], []
+    F_train, F_test = standardise(F_train, F_test)
+    n = len(F_train)
+    y_noisy = labels[noise]
+    base = dict(mode=mode, noise=noise, n_train=n, n_test=len(y_test), n_certify=len(cert_idx), scope="")
+
+    # ---- baselines: softmax linear heads with their losses
+    for method in cfg["baselines"]:
+        t0 = time.time()
+        est = baseline_estimator(method, cfg, seed).fit(F_train, y_noisy)
+        t_train = time.time() - t0
+        row = dict(base, method=method, head="softmax", geometry="", pi="onehot", mapping="", alpha="",
+                   train_seconds=t_train, certify_seconds="", **prediction_metrics(est.predict_proba(F_test), y_test))
+        if method == "cleanlab":
+            row["notes"] = f"dropped {int(est.label_issues_.sum())} of {n} ({est.label_issues_.mean():.1%})"
+        rows.append(row)
+        log(f"  {mode}/{noise} {method}: top1 {row['top1']:.4f} ece {row['ece']:.4f} ({t_train:.0f}s)")
+
+    # ---- CNAT: ridge head (exact certificates), one fit per nominal pi
+    F_cert = F_test[cert_idx]
+    y_cert = y_test[cert_idx]
+    per_pi = {}
+    for pi in ("onehot", "votes"):
+        ev = _evidence(pi, noise, labels, votes)
+        pi_mat = NoiseBudgetTransformer(pi=pi, classes=np.arange(K)).fit_transform(ev).pi
+        t0 = time.time()
+        alpha, alpha_scores = choose_alpha(F_train, pi_mat, [a * n for a in cfg["alpha_grid"]])
+        t_alpha = time.time() - t0
+        t0 = time.time()
+        clf = CNATClassifier(head="ridge", alpha=alpha,
+                             budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K))).fit(F_train, ev)
+        t_fit = time.time() - t0
+        proba = clf.predict_proba(F_test)
+        metrics = prediction_metrics(proba, y_test)
+        # tiers that do not depend on the radii: once per nominal
+        t0 = time.time()
+        stoch = clf.certify(F_cert, tier="stochastic", delta=0.05)
+        t_stoch = time.time() - t0
+        t0 = time.time()
+        flip = clf.certify(F_cert, tier="flip", m=1)
+        t_flip = time.time() - t0
+        mf = np.asarray(flip.max_flips)
+        shared = dict(coverage_stochastic=stoch.coverage, certified_accuracy_stochastic=_cert_acc(stoch, y_cert),
+                      median_max_flips=float(np.median(mf)))
+        for m in FLIP_MS:
+            shared[f"coverage_flip_m{m}"] = float(np.mean(mf >= m))
+            shared[f"certified_accuracy_flip_m{m}"] = float(np.mean((mf >= m) & (np.asarray(flip.prediction) == y_cert)))
+        per_pi[pi] = dict(clf=clf, alpha=alpha, metrics=metrics, shared=shared, t_train=t_alpha + t_fit,
+                          t_cert=t_stoch + t_flip, ev=ev)
+        log(f"  {mode}/{noise} cnat ridge pi={pi}: alpha/n {alpha / n:g} (LOO {alpha_scores}), top1 "
+            f"{metrics['top1']:.4f} ece {metrics['ece']:.4f}; stochastic cov {stoch.coverage:.3f}, "
+            f"median flips {shared['median_max_flips']:.0f} ({t_stoch:.0f}+{t_flip:.0f}s)")
+
+    for pi, geometry, mapping in cnat_grid(cfg, one_label=True):
+        P = per_pi[pi]
+        kw = budget_params(pi, geometry, mapping, cfg)
+        transformer = NoiseBudgetTransformer(**kw)
+        pred_probs = None
+        if pi == "onehot" and mapping in ("linear", "piecewise"):
+            # one label carries no disagreement: the evidence score is cleanlab's label quality from
+            # out-of-sample probabilities, the calibrated leave-one-out ridge scores
+            if "loo_proba" not in P:
+                P["loo_proba"] = _loo_proba(P["clf"])
+            pred_probs = P["loo_proba"]
+        budget = transformer.fit_transform(P["ev"], pred_probs=pred_probs)
+        t0 = time.time()
+        cert = certify_ridge(P["clf"].train_features_, budget, F_cert, alpha=P["alpha"], tier="bounded",
+                             geometry=geometry, scope=scope, radius=False)
+        t_b = time.time() - t0
+        row = dict(base, method="cnat", head="ridge", geometry=geometry, pi=pi, mapping=mapping,
+                   alpha=P["alpha"] / n, mean_r=float(budget.r.mean()), mean_rho=float(budget.rho.mean()),
+                   coverage_bounded=cert.coverage, certified_accuracy_bounded=_cert_acc(cert, y_cert),
+                   train_seconds=P["t_train"], certify_seconds=P["t_cert"] + t_b, scope=scope,
+                   **P["metrics"], **P["shared"])
+        rows.append(row)
+        log(f"  {mode}/{noise} cnat {pi}/{geometry}/{mapping}: mean r {row['mean_r']:.3f}, bounded cov "
+            f"{cert.coverage:.3f} ({t_b:.0f}s)")
+        if (pi, geometry, mapping) == ("votes", "l1", "flat") or cfg["all_curves"]:
+            t0 = time.time()
+            for s in CURVE_SCALES:
+                c = cert if s == 1.0 else certify_ridge(P["clf"].train_features_, budget.scaled(s), F_cert,
+                                                         alpha=P["alpha"], tier="bounded", geometry=geometry,
+                                                         scope=scope, radius=False)
+                curves.append(dict(mode=mode, noise=noise, method="cnat", geometry=geometry, pi=pi, mapping=mapping,
+                                   scale=s, mean_r=float(budget.scaled(s).r.mean()), coverage=c.coverage,
+                                   certified_accuracy=_cert_acc(c, y_cert)))
+            log(f"  bounded curve over scales {CURVE_SCALES}: {time.time() - t0:.0f}s")
+
+    # ---- CNAT softmax head (trained with the CNAT loss; no certificate engine)
+    if cfg["cnat_softmax"]:
+        ev = votes
+        t0 = time.time()
+        clf = CNATClassifier(head="softmax", geometry="l1", max_epochs=cfg["head_epochs"], lr=cfg["head_lr"],
+                             batch_size=256, optimizer="adamw", optimizer_kwargs={"weight_decay": cfg["head_wd"]},
+                             budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=cfg["radius"],
+                                                           classes=np.arange(K)),
+                             random_state=seed).fit(F_train, ev)
+        rows.append(dict(base, method="cnat", head="softmax", geometry="l1", pi="votes", mapping="flat",
+                         alpha="", train_seconds=time.time() - t0, certify_seconds="",
+                         notes="CNAT loss, no certificate engine for a SGD-trained head",
+                         **prediction_metrics(clf.predict_proba(F_test), y_test)))
+        log(f"  {mode}/{noise} cnat softmax: top1 {rows[-1]['top1']:.4f} ece {rows[-1]['ece']:.4f}")
+    return rows, curves
+
+
+def _loo_proba(clf):
+    """Out-of-sample (leave-one-out) probabilities of a fitted ridge CNATClassifier's training points."""
+    from scipy.special import softmax
+
+    from sklearn_cnat._calibration import _ridge_loo_scores
+
+    loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_, clf.intercept_)
+    p = softmax(loo / clf.temperature_, axis=1)
+    return p / p.sum(1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def _cert_subset(y_test, n_certify):
+    """Test points certified: all, or ``n_certify`` spread evenly (class shares kept)."""
+    n = len(y_test)
+    if n_certify is None or n_certify >= n:
+        return np.arange(n)
+    order = np.argsort(y_test, kind="stable")
+    return np.sort(order[np.linspace(0, n - 1, n_certify).round().astype(int)])
+
+
+def run_split(data, noise, cfg, meta):
+    """Extractor trained on half A with half A's labels of the setting; heads on half B."""
+    n = len(data["x_train"])
+    idx_a, idx_b = _half_split(n, cfg["seed"])
+    ext_noise = noise if cfg["extractor_labels"] == "same" else cfg["extractor_labels"]
+    key = _key(kind="split", src=data["source"], noise=ext_noise, epochs=cfg["extractor_epochs"],
+               widths=cfg["widths"], stem=cfg["stem"], seed=cfg["seed"], lr=cfg["extractor_lr"],
+               bs=cfg["extractor_batch"], tta=True, n_test=len(data["y_test"]))
+    info = {}
+
+    def compute():
+        log(f"split/{noise}: training the extractor on half A ({len(idx_a)} images, {ext_noise} labels, "
+            f"{cfg['extractor_epochs']} epochs)")
+        t0 = time.time()
+        net = train_cnn(data["x_train"][idx_a], _onehot(data["labels"][ext_noise][idx_a]),
+                        epochs=cfg["extractor_epochs"], seed=cfg["seed"], lr=cfg["extractor_lr"],
+                        batch_size=cfg["extractor_batch"], device=cfg["device"],
+                        module=ConvNet7(widths=cfg["widths"], stem=cfg["stem"]))
+        t_train = time.time() - t0
+        acc = float(np.mean(cnn_predict_proba(net, data["x_test"], device=cfg["device"]).argmax(1) == data["y_test"]))
+        t0 = time.time()
+        F_b = cnn_features(net, data["x_train"][idx_b], device=cfg["device"])
+        F_t = cnn_features(net, data["x_test"], device=cfg["device"])
+        t_feat = time.time() - t0
+        log(f"split/{noise}: extractor test top-1 {acc:.4f} (its own head), train {t_train:.0f}s, "
+            f"features {t_feat:.0f}s")
+        return dict(F_b=F_b, F_t=F_t, extractor_top1=np.array(acc), t_train=np.array(t_train),
+                    t_feat=np.array(t_feat))
+
+    arrays, hit = cached_arrays(Path(cfg["cache"]) / f"split_{ext_noise}_{key}.npz", compute)
+    meta.setdefault("split", {})[noise] = dict(
+        extractor_labels=ext_noise, half_a=int(len(idx_a)), half_b=int(len(idx_b)),
+        extractor_test_top1=float(arrays["extractor_top1"]), extractor_train_seconds=float(arrays["t_train"]),
+        feature_seconds=float(arrays["t_feat"]), cached=hit, feature_dim=int(arrays["F_b"].shape[1]))
+    labels_b = {k: v[idx_b] for k, v in data["labels"].items()}
+    cert_idx = _cert_subset(data["y_test"], cfg["n_certify"])
+    return run_heads(arrays["F_b"], arrays["F_t"], data["y_test"], noise=noise, labels=labels_b,
+                     votes=data["votes"][idx_b], cfg=cfg, mode="split", seed=cfg["seed"], scope="model",
+                     cert_idx=cert_idx)
+
+
+def label_free_features(data, cfg, meta):
+    from sklearn_cnat.features import KMeansPatchFeatures
+
+    key = _key(kind="kmeans", src=data["source"], k=cfg["centroids"], patches=cfg["n_patches"], seed=cfg["seed"],
+               n_test=len(data["y_test"]))
+
+    def compute():
+        log(f"label_free: k-means patch features, {cfg['centroids']} centroids")
+        t0 = time.time()
+        feat = KMeansPatchFeatures(n_centroids=cfg["centroids"], n_patches=cfg["n_patches"],
+                                   random_state=cfg["seed"]).fit(data["x_train"])
+        t_fit = time.time() - t0
+        t0 = time.time()
+        F_tr, F_te = feat.transform(data["x_train"]), feat.transform(data["x_test"])
+        t_tr = time.time() - t0
+        log(f"label_free: fit {t_fit:.0f}s, transform {t_tr:.0f}s, dim {F_tr.shape[1]}")
+        return dict(F_tr=F_tr, F_te=F_te, t_fit=np.array(t_fit), t_transform=np.array(t_tr))
+
+    arrays, hit = cached_arrays(Path(cfg["cache"]) / f"kmeans_{key}.npz", compute)
+    meta["label_free"] = dict(centroids=cfg["centroids"], feature_dim=int(arrays["F_tr"].shape[1]),
+                              fit_seconds=float(arrays["t_fit"]), transform_seconds=float(arrays["t_transform"]),
+                              cached=hit)
+    return arrays
+
+
+def run_label_free(data, noise, cfg, meta):
+    arrays = label_free_features(data, cfg, meta)
+    cert_idx = _cert_subset(data["y_test"], cfg["n_certify"])
+    return run_heads(arrays["F_tr"], arrays["F_te"], data["y_test"], noise=noise, labels=data["labels"],
+                     votes=data["votes"], cfg=cfg, mode="label_free", seed=cfg["seed"], scope="model",
+                     cert_idx=cert_idx)
+
+
+def run_end_to_end(data, noise, cfg, meta, mode):
+    """``cnn`` / ``gpu``: each loss trains the whole network; CNAT certifies its ridge head (scope "head")
+    and partition aggregation certifies the whole model (tier flip)."""
+    from sklearn_cnat import CNATClassifier, PartitionAggregationClassifier
+    from sklearn_cnat.baselines import BaselineClassifier, CleanlabFilterClassifier
+    from sklearn_cnat.budgets import NoiseBudgetTransformer
+    from sklearn_cnat.models import SmallCNN, resnet18
+
+    rng = np.random.RandomState(cfg["seed"])
+    n_all = len(data["x_train"])
+    n_sub = min(cfg["cnn_subset"] or n_all, n_all)
+    idx = np.sort(rng.permutation(n_all)[:n_sub])
+    x = data["x_train"][idx]
+    labels = {k: v[idx] for k, v in data["labels"].items()}
+    votes = data["votes"][idx]
+    y_test = data["y_test"]
+    module = resnet18 if mode == "gpu" else SmallCNN
+    net_kw = dict(max_epochs=cfg["cnn_epochs"], lr=cfg["cnn_lr"], batch_size=128, optimizer="adamw",
+                  optimizer_kwargs={"weight_decay": 5e-4}, device=cfg["device"], random_state=cfg["seed"])
+    if mode == "cnn":
+        net_kw["module_kwargs"] = {"width": cfg["cnn_width"]}
+    base = dict(mode=mode, noise=noise, n_train=n_sub, n_test=len(y_test), scope="")
+    rows = []
+    cert_idx = _cert_subset(y_test, cfg["n_certify"])
+    y_cert = y_test[cert_idx]
+
+    def evaluate(est):
+        return prediction_metrics(est.predict_proba(data["x_test"]), y_test)
+
+    for method in cfg["baselines"]:
+        t0 = time.time()
+        if method == "cleanlab":
+            est = CleanlabFilterClassifier(BaselineClassifier(module, loss="ce", **net_kw), cv=cfg["cleanlab_cv"],
+                                           random_state=cfg["seed"])
+        else:
+            est = BaselineClassifier(module, loss=method, **net_kw)
+        est.fit(x, labels[noise])
+        rows.append(dict(base, method=method, head="softmax", pi="onehot", train_seconds=time.time() - t0,
+                         **evaluate(est)))
+        log(f"  {mode}/{noise} {method}: top1 {rows[-1]['top1']:.4f} ({rows[-1]['train_seconds']:.0f}s)")
+
+    for pi in ("onehot", "votes"):
+        ev = votes if pi == "votes" else labels[noise]
+        transformer = NoiseBudgetTransformer(pi=pi, mapping="flat", radius=cfg["radius"], classes=np.arange(K))
+        t0 = time.time()
+        clf = CNATClassifier(module, head="ridge", alpha=float(n_sub), geometry="l1", budget=transformer,
+                             **net_kw).fit(x, ev)
+        t_train = time.time() - t0
+        t0 = time.time()
+        xc = data["x_test"][cert_idx]
+        stoch = clf.certify(xc, tier="stochastic", delta=0.05)
+        bounded = clf.certify(xc, tier="bounded")
+        flip = clf.certify(xc, tier="flip", m=1)
+        mf = np.asarray(flip.max_flips)
+        row = dict(base, method="cnat", head="ridge", geometry="l1", pi=pi, mapping="flat", alpha=1.0,
+                   mean_r=cfg["radius"], scope="head", train_seconds=t_train, certify_seconds=time.time() - t0,
+                   n_certify=len(cert_idx), coverage_stochastic=stoch.coverage,
+                   certified_accuracy_stochastic=_cert_acc(stoch, y_cert), coverage_bounded=bounded.coverage,
+                   certified_accuracy_bounded=_cert_acc(bounded, y_cert), median_max_flips=float(np.median(mf)),
+                   notes="network trained end-to-end with the CNAT loss; certificates cover the ridge head "
+                         "on the learned features (scope head)", **evaluate(clf))
+        for m in FLIP_MS:
+            row[f"coverage_flip_m{m}"] = float(np.mean(mf >= m))
+            row[f"certified_accuracy_flip_m{m}"] = float(np.mean((mf >= m) & (np.asarray(flip.prediction) == y_cert)))
+        rows.append(row)
+        log(f"  {mode}/{noise} cnat ridge pi={pi}: top1 {row['top1']:.4f}, stochastic cov "
+            f"{row['coverage_stochastic']:.3f}, bounded cov {row['coverage_bounded']:.3f}")
+
+    # partition aggregation: whole-model certificates (tier flip), k base CNAT networks
+    k = cfg["partitions"]
+    t0 = time.time()
+    base_est = CNATClassifier(module, head="softmax", geometry="l1",
+                              budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=cfg["radius"],
+                                                            classes=np.arange(K)), **net_kw)
+    dpa = PartitionAggregationClassifier(base_est, n_partitions=k).fit(x, votes)
+    t_train = time.time() - t0
+    t0 = time.time()
+    counts = dpa.vote_counts(data["x_test"])
+    proba = (counts + 1e-3) / (counts + 1e-3).sum(1, keepdims=True)
+    flip = dpa.certify(data["x_test"][cert_idx], tier="flip", m=1)
+    mf = np.asarray(flip.max_flips)
+    row = dict(base, method="cnat", head=f"partition_k{k}", geometry="l1", pi="votes", mapping="flat",
+               scope="model", train_seconds=t_train, certify_seconds=time.time() - t0, n_certify=len(cert_idx),
+               median_max_flips=float(np.median(mf)),
+               notes=f"{k} CNAT base networks on a hash partition; probabilities are vote shares",
+               **prediction_metrics(proba, y_test))
+    for m in FLIP_MS:
+        row[f"coverage_flip_m{m}"] = float(np.mean(mf >= m))
+        row[f"certified_accuracy_flip_m{m}"] = float(np.mean((mf >= m) & (np.asarray(flip.prediction) == y_cert)))
+    rows.append(row)
+    log(f"  {mode}/{noise} partition k={k}: top1 {row['top1']:.4f}, median flips {row['median_max_flips']}")
+    meta.setdefault(mode, {})[noise] = dict(subset=n_sub, epochs=cfg["cnn_epochs"], partitions=k)
+    return rows, []
+
+
+# --------------------------------------------------------------------------- output
+
+COLUMNS = ["mode", "noise", "method", "head", "geometry", "pi", "mapping", "alpha", "mean_r", "mean_rho",
+           "top1", "ece", "brier", "nll", "coverage_stochastic", "certified_accuracy_stochastic",
+           "coverage_bounded", "certified_accuracy_bounded",
+           *[f"{p}_flip_m{m}" for m in FLIP_MS for p in ("coverage", "certified_accuracy")],
+           "median_max_flips", "train_seconds", "certify_seconds", "scope", "n_train", "n_test", "n_certify",
+           "notes"]
+CURVE_COLUMNS = ["mode", "noise", "method", "geometry", "pi", "mapping", "scale", "mean_r", "coverage",
+                 "certified_accuracy"]
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return "" if v is None else str(v)
+
+
+def _merge_csv(path, new_rows, columns, replace_keys):
+    """Rows of ``path`` whose (mode, noise) is not in ``replace_keys``, then ``new_rows``."""
+    old = []
+    if path.exists():
+        with path.open() as fh:
+            old = [r for r in csv.DictReader(fh) if (r["mode"], r["noise"]) not in replace_keys]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in old + new_rows:
+            w.writerow({c: _fmt(r.get(c, "")) for c in columns})
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _pct(v, digits=1):
+    return "" if v in ("", None) else f"{100 * float(v):.{digits}f}"
+
+
+def write_markdown(path, rows, meta):
+    lines = ["# CIFAR-10N benchmark results", "",
+             "Generated by `benchmarks/cifar10n.py`; numbers in percent except times (seconds) and flips. "
+             "Certificates on `n_certify` test points, predictions on the full test set. "
+             "Baselines have no certificate engine (blank).", ""]
+    head = ["mode", "noise", "method", "head", "geometry", "pi", "mapping", "top-1", "ECE", "Brier", "NLL",
+            "cov. stoch.", "cert. acc. stoch.", "cov. bounded", "cert. acc. bounded", "cov. flip m=1",
+            "m=10", "m=100", "median flips", "train s", "certify s"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["mode"], r["noise"], r["method"], r["head"], r["geometry"], r["pi"], r["mapping"],
+                 _pct(r["top1"], 2), _pct(r["ece"], 2), f"{float(r['brier']):.4f}" if r["brier"] else "",
+                 f"{float(r['nll']):.4f}" if r["nll"] else "", _pct(r["coverage_stochastic"]),
+                 _pct(r["certified_accuracy_stochastic"]), _pct(r["coverage_bounded"]),
+                 _pct(r["certified_accuracy_bounded"]), _pct(r["coverage_flip_m1"]), _pct(r["coverage_flip_m10"]),
+                 _pct(r["coverage_flip_m100"]), r["median_max_flips"] and f"{float(r['median_max_flips']):.0f}",
+                 r["train_seconds"] and f"{float(r['train_seconds']):.0f}",
+                 r["certify_seconds"] and f"{float(r['certify_seconds']):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Run information:", "", "```json", json.dumps(meta, indent=1, sort_keys=True, default=str), "```", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot_figures(out, rows, curves):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    # coverage of tier bounded against the budget scale
+    groups = {}
+    for c in curves:
+        groups.setdefault((c["mode"], c["noise"], c["pi"], c["geometry"], c["mapping"]), []).append(c)
+    if groups:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for (mode, noise, pi, geom, mapping), cs in sorted(groups.items()):
+            cs = sorted(cs, key=lambda c: float(c["scale"]))
+            ax.plot([float(c["mean_r"]) for c in cs], [float(c["coverage"]) for c in cs], "o-",
+                    label=f"{mode}/{noise} {pi} {geom} {mapping}")
+        ax.set_xlabel("mean l1 radius (flat radius x scale)")
+        ax.set_ylabel("coverage, tier bounded")
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "cifar10n_bounded_coverage.png", dpi=120)
+        plt.close(fig)
+        written.append("cifar10n_bounded_coverage.png")
+    # top-1 and ECE per method, per (mode, noise)
+    keys = sorted({(r["mode"], r["noise"]) for r in rows})
+    if keys:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 + 0.45 * len(rows) / max(len(keys), 1) * len(keys) ** 0.5))
+        for mode, noise in keys:
+            sel = [r for r in rows if r["mode"] == mode and r["noise"] == noise and r["top1"]]
+            seen, names, top1, ece = set(), [], [], []
+            for r in sel:  # CNAT ridge rows share predictions across geometries/mappings: one bar per pi
+                name = r["method"] if r["method"] != "cnat" else f"cnat {r['head']} pi={r['pi']}"
+                if name in seen:
+                    continue
+                seen.add(name)
+                names.append(f"{mode}/{noise}: {name}")
+                top1.append(100 * float(r["top1"]))
+                ece.append(100 * float(r["ece"]))
+            axes[0].barh(names, top1)
+            axes[1].barh(names, ece)
+        axes[0].set_xlabel("top-1 on the clean test set (%)")
+        axes[1].set_xlabel("ECE (%)")
+        axes[1].set_yticks([])
+        lo = min(100 * float(r["top1"]) for r in rows if r["top1"])
+        axes[0].set_xlim(max(0, lo - 5), 100)
+        fig.tight_layout()
+        fig.savefig(out / "cifar10n_accuracy_calibration.png", dpi=120)
+        plt.close(fig)
+        written.append("cifar10n_accuracy_calibration.png")
+    return written
+
+
+# --------------------------------------------------------------------------- main
+
+
+def config(args):
+    quick = args.quick
+    cfg = dict(
+        seed=args.seed, device=args.device, cache=args.cache, n_certify=args.n_certify,
+        extractor_epochs=args.extractor_epochs or (1 if quick else 10),
+        extractor_lr=0.05, extractor_batch=128 if not quick else 64,
+        widths=(8, 16, 32) if quick else (32, 64, 128), stem=8 if quick else 16,
+        extractor_labels=args.extractor_labels,
+        head_epochs=10 if quick else 30, head_lr=1e-2 if quick else 1e-3, head_wd=1e-4, cleanlab_cv=3 if quick else 5,
+        baselines=[m for m in ("ce", "label_smoothing", "gce", "elr", "cleanlab") if m in args.methods],
+        alpha_grid=(0.01, 0.1, 1.0, 10.0) if not quick else (0.1, 1.0),
+        radius=0.05, linear_c=0.15, linear_r_max=0.2, hard_fraction=0.4, radius_hard=0.1, radius_easy=0.02,
+        smoothing=0.01,
+        cnat_settings=[("l1", "flat"), ("l1", "linear"), ("l1", "piecewise"), ("l1", "posterior"),
+                       ("kl", "posterior"), ("kl_l1", "posterior")] if not quick else
+                      [("l1", "flat"), ("l1", "linear"), ("kl_l1", "posterior")],
+        full_grid=args.full_grid, all_curves=args.all_curves, cnat_softmax="cnat" in args.methods,
+        centroids=args.centroids or (8 if quick else 512), n_patches=2000 if quick else 200_000,
+        cnn_subset=args.cnn_subset or (200 if quick else 5000), cnn_epochs=args.cnn_epochs or (1 if quick else 15),
+        cnn_lr=2e-3, cnn_width=4 if quick else 32, partitions=args.partitions,
+    )
+    if "cnat" not in args.methods:
+        cfg["cnat_settings"] = []
+    return cfg
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", nargs="+", choices=MODES, default=["split"])
+    p.add_argument("--noise", nargs="+", choices=NOISES, default=["aggre"])
+    p.add_argument("--methods", nargs="+", default=["ce", "label_smoothing", "gce", "elr", "cleanlab", "cnat"],
+                   choices=["ce", "label_smoothing", "gce", "elr", "cleanlab", "cnat"])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--synthetic", action="store_true", help="tiny synthetic data (no files needed)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--n-train", type=int, default=None, help="training subset (stratified)")
+    p.add_argument("--n-test", type=int, default=None, help="test subset (class shares kept)")
+    p.add_argument("--n-certify", type=int, default=2000, help="test points certified (0: all)")
+    p.add_argument("--extractor-epochs", type=int, default=None)
+    p.add_argument("--extractor-labels", default="same", choices=["same", *NOISES],
+                   help="labels of half A that train the split-mode extractor ('same': the setting's)")
+    p.add_argument("--centroids", type=int, default=None)
+    p.add_argument("--cnn-subset", type=int, default=None)
+    p.add_argument("--cnn-epochs", type=int, default=None)
+    p.add_argument("--partitions", type=int, default=10)
+    p.add_argument("--full-grid", action="store_true", help="also one-hot pi with the posterior mapping")
+    p.add_argument("--all-curves", action="store_true", help="bounded-coverage curve for every CNAT setting")
+    p.add_argument("--quick", action="store_true", help="CI-sized settings")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.n_certify == 0:
+        args.n_certify = None
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config(args)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but torch.cuda.is_available() is False")
+    t_start = time.time()
+    if args.synthetic:
+        data = synthetic_data(n_train=args.n_train or 400, n_test=args.n_test or 200, seed=args.seed)
+    else:
+        if not (Path(args.data) / "cifar10.npz").exists():
+            raise SystemExit(f"CIFAR-10N not found in {args.data} (see ../shared/data/cifar10n/README.md); "
+                             "use --synthetic for a run without data")
+        data = load_data(args.data, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    meta = dict(command="python benchmarks/cifar10n.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                data=data["source"], machine=_machine(), torch=torch.__version__, threads=torch.get_num_threads(),
+                config={k: v for k, v in cfg.items() if k != "cache"})
+    rows, curves, keys = [], [], set()
+    runners = {"split": run_split, "label_free": run_label_free}
+    for mode in args.mode:
+        for noise in args.noise:
+            t0 = time.time()
+            log(f"=== {mode} / {noise}")
+            if mode in runners:
+                r, c = runners[mode](data, noise, cfg, meta)
+            else:
+                r, c = run_end_to_end(data, noise, cfg, meta, mode)
+            rows += r
+            curves += c
+            keys.add((mode, noise))
+            meta.setdefault("wall_seconds", {})[f"{mode}/{noise}"] = round(time.time() - t0, 1)
+            log(f"=== {mode} / {noise} done in {time.time() - t0:.0f}s")
+    meta["total_wall_seconds"] = round(time.time() - t_start, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_rows = _merge_csv(out / "cifar10n_results.csv", rows, COLUMNS, keys)
+    all_curves = _merge_csv(out / "cifar10n_bounded_curve.csv", curves, CURVE_COLUMNS, keys)
+    meta_path = out / "cifar10n_runs.json"
+    runs = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    for mode, noise in keys:
+        runs[f"{mode}/{noise}"] = dict(meta, rows=sum(1 for r in rows if (r["mode"], r["noise"]) == (mode, noise)))
+    meta_path.write_text(json.dumps(runs, indent=1, sort_keys=True, default=str))
+    write_markdown(out / "cifar10n_results.md", all_rows, runs)
+    figs = plot_figures(out, all_rows, all_curves)
+    log(f"wrote {out / 'cifar10n_results.csv'} ({len(all_rows)} rows), cifar10n_results.md, {', '.join(figs)}; "
+        f"total {time.time() - t_start:.0f}s")
+    return all_rows, all_curves
+
+
+def _machine():
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+if __name__ == "__main__":
+    main()
