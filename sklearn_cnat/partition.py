@@ -242,7 +242,8 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like
         tier : {"flip", "bounded"}, default="flip"
-            "flip": any ``m`` training labels changed arbitrarily (default ``m=1``).
+            "flip": any ``m`` training labels changed arbitrarily (``m`` required, as for
+            the other engines: the number of rows an adversary may change is a declaration).
             "bounded": every declared set moved adversarially at once; the parts holding an
             example with a non-singleton set may vote anything. Tier "stochastic" raises
             :class:`~sklearn_cnat.exceptions.CertificationError`: a re-drawn vote can change
@@ -270,7 +271,8 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
                       max_flips=max_flips, delta=None, delta_min=None)
         if tier == "flip":
             self._check_flip_assumptions()
-            m = 1 if m is None else m
+            if m is None:
+                raise ValueError("tier 'flip' needs m, the number of training labels that may change")
             if not isinstance(m, numbers.Integral) or m < 0:
                 raise ValueError(f"m must be a non-negative integer, got {m!r}")
             certified = max_flips >= m
