@@ -66,7 +66,21 @@ def _relabel_effect(H, S, sigma2, delta_pi, delta_v, log_ratio):
     return gained, lost, slack_gain
 
 
-def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, chunk_size=64):
+def _expected_new_votes(estimator, assume, plural):
+    """(n, K) distribution each of the k extra votes is assumed to follow."""
+    n_train, K = estimator.budget_.pi.shape
+    if assume == "plurality":
+        return np.eye(K)[plural]
+    from scipy.special import softmax
+
+    from ._calibration import _ridge_loo_scores
+
+    loo = _ridge_loo_scores(estimator.train_features_, estimator.budget_.pi, float(estimator.alpha),
+                            estimator.coef_, estimator.intercept_)
+    return softmax(loo / estimator.temperature_, axis=1)
+
+
+def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plurality", chunk_size=64):
     """Rank training examples by the certified-coverage lift of ``k`` more votes.
 
     Parameters
@@ -79,7 +93,14 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, chunk_size=6
     n : int or None, default=None
         Number of rows to return (all when None).
     k : int, default=2
-        Extra votes assumed per relabelled example, agreeing with its current plurality.
+        Extra votes assumed per relabelled example.
+    assume : {"plurality", "model"}, default="plurality"
+        What the extra votes are assumed to say. ``"plurality"``: they agree with the
+        example's current plurality (only the variance term of the certificate
+        shrinks). ``"model"``: they follow the model's own leave-one-out probability
+        for the example (``softmax(loo_scores / temperature_)``, never fitted on that
+        example's label), so examples whose label the model doubts are expected to
+        move towards the model's class; the counts used are then the expected counts.
     delta : float, default=0.05
         Failure probability of tier "stochastic".
     chunk_size : int, default=64
@@ -96,9 +117,9 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, chunk_size=6
 
     Notes
     -----
-    With a one-hot nominal (``pi="onehot"``) extra agreeing votes change neither
-    the nominal labels nor the per-example Hoeffding range of Theorem 4, so every
-    gain is zero: use ``pi="votes"`` to rank by votes.
+    With a one-hot nominal (``pi="onehot"``) extra votes change the nominal only
+    when they change the plurality, and never the per-example Hoeffding range of
+    Theorem 4: with ``assume="plurality"`` every gain is zero. Use ``pi="votes"``.
     """
     import pandas as pd
 
@@ -111,19 +132,20 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, chunk_size=6
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    if assume not in ("plurality", "model"):
+        raise ValueError(f"assume must be 'plurality' or 'model', got {assume!r}")
     budget = estimator.budget_
     pi, counts = budget.pi, budget.counts
     n_train, K = pi.shape
     kind, v, eps, _ = _stochastic_mode(pi, counts)
     plural = budget.labels
     votes = counts.sum(axis=1)
-    new_counts = counts.copy()
-    new_counts[np.arange(n_train), plural] += k
+    new_counts = counts + k * _expected_new_votes(estimator, assume, plural)
     if kind == "votes":
         new_pi = (1 - eps) * new_counts / (votes + k)[:, None] + eps / K
         new_v = (1 - eps) ** 2 / (votes + k)
-    else:
-        new_pi, new_v = pi, v
+    else:  # one-hot plurality nominal: only a change of plurality moves it (Theorem 4's v_i is fixed)
+        new_pi, new_v = (1 - eps) * np.eye(K)[np.argmax(new_counts, axis=1)] + eps / K, v
     delta_pi, delta_v = new_pi - pi, new_v - v
 
     F_eval = estimator.feature_map(X_eval)

@@ -68,3 +68,18 @@ def test_requires_ridge_head_and_valid_args():
         suggest_relabels(clf, Xe, k=0)
     with pytest.raises(ValueError, match="delta"):
         suggest_relabels(clf, Xe, delta=1.5)
+
+
+def test_model_assumption_moves_doubted_labels_towards_the_model():
+    X, votes, Xe = _problem(seed=2)
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
+    plural = suggest_relabels(clf, Xe, assume="plurality")
+    model = suggest_relabels(clf, Xe, assume="model")
+    assert len(model) == len(plural) == len(X)
+    gains = plural.set_index("index")["coverage_gain"], model.set_index("index")["coverage_gain"]
+    doubted = np.flatnonzero(clf.predict(X) != clf.classes_[clf.budget_.labels])
+    assert doubted.size > 0
+    # where the model disagrees with the label, expected votes differ, so the gains differ
+    assert not np.allclose(gains[0].loc[doubted], gains[1].loc[doubted])
+    with pytest.raises(ValueError, match="assume"):
+        suggest_relabels(clf, Xe, assume="oracle")
