@@ -6,7 +6,9 @@ Then acquire the two other real human votes (``random_label2``, ``random_label3`
 5 % of the training images, chosen
 
 * by ``sklearn_cnat.relabel.suggest_relabels`` (ranked on the *selection* half of the
-  test images, without their labels),
+  test images, without their labels), assuming the new votes agree with the current
+  label (``assume="plurality"``) or follow the model's leave-one-out probabilities
+  (``assume="model"``),
 * at random,
 * by cleanlab's label-quality score (lowest first; out-of-sample probabilities from the
   exact leave-one-out ridge scores),
@@ -70,6 +72,9 @@ def main(argv=None):
     p.add_argument("--fraction", type=float, default=0.05)
     p.add_argument("--centroids", type=int, default=256)
     p.add_argument("--features", help="cached .npz with F_train and F_test")
+    p.add_argument("--split-cache", help="a split-mode feature cache of benchmarks/cifar10n.py (F_b: half B, "
+                                         "F_t: all test images); the training set is then half B")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of that cache's half split")
     p.add_argument("--delta", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "relabel_cifar10n"))
@@ -79,14 +84,23 @@ def main(argv=None):
 
     d = np.load(Path(args.data) / "cifar10.npz")
     lab = np.load(Path(args.data) / "cifar10n_labels.npz")
-    train_idx = np.sort(rng.choice(50000, args.n_train, replace=False))
+    if args.split_cache:
+        perm = np.random.RandomState(args.split_seed).permutation(50000)  # benchmarks/cifar10n.py's halves
+        train_idx = np.sort(perm[25000:])
+    else:
+        train_idx = np.sort(rng.choice(50000, args.n_train, replace=False))
     per_class = args.n_test // 10
     test_idx = np.concatenate([np.arange(c * 1000, c * 1000 + per_class) for c in range(10)])  # grouped by class
     y_test = d["y_test"][test_idx]
     select = np.zeros(len(test_idx), bool)
     select[rng.permutation(len(test_idx))[: len(test_idx) // 2]] = True
 
-    if args.features:
+    if args.split_cache:
+        cached = np.load(args.split_cache)
+        F_train, F_test = cached["F_b"], cached["F_t"][test_idx]
+        feature_name = (f"split-mode CNN features (extractor trained on the other half, top-1 "
+                        f"{float(cached['extractor_top1']):.3f}; never saw these labels)")
+    elif args.features:
         cached = np.load(args.features)
         F_train, F_test = cached["F_train"], cached["F_test"]
         feature_name = Path(args.features).name
@@ -118,10 +132,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     ranking = suggest_relabels(base_clf, F_test[select], k=2, delta=args.delta)
     t_rank = time.perf_counter() - t0
+    ranking_model = suggest_relabels(base_clf, F_test[select], k=2, delta=args.delta, assume="model")
     loo = _ridge_loo_scores(F_train, pi1, alpha, base_clf.coef_, base_clf.intercept_)
     quality = get_label_quality_scores(pi1.argmax(1), softmax(loo / base_clf.temperature_, axis=1))
     picks = {
-        "suggest_relabels": ranking["index"].to_numpy()[:n_pick],
+        "suggest_relabels (assume=plurality)": ranking["index"].to_numpy()[:n_pick],
+        "suggest_relabels (assume=model)": ranking_model["index"].to_numpy()[:n_pick],
         "random": rng.choice(n, n_pick, replace=False),
         "cleanlab_quality": np.argsort(quality, kind="stable")[:n_pick],
     }
