@@ -136,24 +136,28 @@ class CoverageDisplay:
         return self
 
     @classmethod
-    def from_certificate(cls, certificate, y_true=None, *, grid=None, name=None, ax=None, **kwargs):
+    def from_certificate(cls, certificate, y_true=None, *, classes=None, grid=None, name=None, ax=None,
+                         **kwargs):
         """Curves from one certificate (any tier).
 
         Parameters
         ----------
         certificate : Certificate
         y_true : array-like of shape (n,) or (n, K), optional
-            Labels or votes (plurality) for certified accuracy.
+            Labels, or votes (plurality) for certified accuracy.
+        classes : array-like of shape (K,), optional
+            Class label of each vote column; default: the certificate's ``classes``
+            when it has them, else ``0..K-1``.
         grid : array-like, optional
             Values of the x axis; a sensible default per tier.
         """
         grid = _default_grid(certificate) if grid is None else np.asarray(grid, dtype=float)
         truth = None
         if y_true is not None:
-            classes = np.unique(certificate.prediction)
-            y = np.asarray(y_true)
-            if y.ndim == 2 and y.shape[1] > 1:
-                classes = np.arange(y.shape[1])
+            if classes is None:
+                classes = getattr(certificate, "classes", None)
+            if classes is None:
+                classes = np.arange(np.shape(y_true)[1]) if np.ndim(y_true) == 2 else None
             truth = _truth_labels(y_true, classes)
         coverage, cert_acc = _coverage_curve(certificate, truth, grid)
         disp = cls(x=grid, coverage=coverage, certified_accuracy=cert_acc, tier=certificate.tier,
@@ -165,12 +169,8 @@ class CoverageDisplay:
                        name=None, ax=None, **kwargs):
         """Certify ``X`` with ``estimator.certify`` and plot the curves."""
         cert = estimator.certify(X, tier=tier, m=m, delta=delta)
-        truth = None if y is None else _truth_labels(y, estimator.classes_)
-        grid = _default_grid(cert) if grid is None else np.asarray(grid, dtype=float)
-        coverage, cert_acc = _coverage_curve(cert, truth, grid)
         name = name if name is not None else type(estimator).__name__
-        disp = cls(x=grid, coverage=coverage, certified_accuracy=cert_acc, tier=tier, estimator_name=name)
-        return disp.plot(ax=ax, **kwargs)
+        return cls.from_certificate(cert, y, classes=estimator.classes_, grid=grid, name=name, ax=ax, **kwargs)
 
 
 class ReliabilityDisplay:

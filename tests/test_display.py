@@ -62,3 +62,17 @@ def test_reliability_matches_ece(close_figures):
     votes = np.eye(4, dtype=int)[y] * 3
     disp2 = ReliabilityDisplay.from_predictions(votes, proba, n_bins=10)
     assert disp2.ece == pytest.approx(disp.ece)
+
+
+def test_from_estimator_with_string_classes_and_votes(close_figures):
+    from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
+
+    rng = np.random.RandomState(0)
+    y = rng.randint(0, 3, 90)
+    X = np.eye(3)[y] * 3 + rng.normal(size=(90, 3))
+    names = np.array(["a", "b", "c"])[y]
+    clf = CNATClassifier(head="ridge", budget=NoiseBudgetTransformer(mapping="flat", radius=0.05)).fit(X, names)
+    disp = CoverageDisplay.from_estimator(clf, X, np.eye(3, dtype=int)[y], tier="flip", m=1, grid=[0, 1, 2])
+    cert = clf.certify(X, tier="flip", m=1)
+    assert disp.coverage[1] == pytest.approx(cert.coverage)
+    assert disp.certified_accuracy[1] == pytest.approx(np.mean(cert.certified & (cert.prediction == names)))
