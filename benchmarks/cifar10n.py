@@ -336,22 +336,27 @@ def standardise(F_train, F_test):
 
 
 def choose_alpha(F, pi, grid):
-    """Ridge ``alpha`` maximising the leave-one-out agreement ``mean_i pi_i[argmax s_{-i}(f_i)]``.
+    """Ridge ``alpha`` by exact leave-one-out cross-validation on the training labels.
 
-    Exact leave-one-out ridge scores on the training labels only (no test data).
+    Score of ``alpha``: the LOO agreement ``mean_i pi_i[argmax s_{-i}(f_i)]`` (accuracy against
+    the noisy label, or the expected agreement with a random vote). One-standard-error rule
+    (Hastie, Tibshirani & Friedman, ESL, sec. 7.10): the *largest* alpha whose score is within
+    one standard error of the best, ``se = sd_i(pi_i[argmax]) / sqrt(n)``. No test data is used.
     Returns (alpha, {alpha: score}).
     """
     from sklearn_cnat._calibration import _ridge_loo_scores
     from sklearn_cnat.certificates._ridge import _ridge_fit
 
     F = np.asarray(F, dtype=np.float64)
-    scores = {}
+    scores, ses = {}, {}
     for a in grid:
         coef, intercept = _ridge_fit(F, pi, float(a))
         loo = _ridge_loo_scores(F, pi, float(a), coef, intercept)
-        scores[float(a)] = float(np.mean(pi[np.arange(len(pi)), loo.argmax(1)]))
-    best = max(scores, key=lambda a: (round(scores[a], 4), a))  # ties: the larger alpha
-    return best, scores
+        agree = pi[np.arange(len(pi)), loo.argmax(1)]
+        scores[float(a)] = float(agree.mean())
+        ses[float(a)] = float(agree.std(ddof=1) / np.sqrt(len(agree)))
+    best = max(scores, key=scores.get)
+    return max(a for a in scores if scores[a] >= scores[best] - ses[best]), scores
 
 
 def baseline_estimator(method, cfg, seed):
@@ -417,6 +422,25 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         rows.append(row)
         log(f"  {mode}/{noise} {method}: top1 {row['top1']:.4f} ece {row['ece']:.4f} ({t_train:.0f}s)")
 
+    # ---- cross-entropy with the noise-corrected temperature (same calibration as the CNAT rows)
+    if "ce" in cfg["baselines"] and cfg["nc_temperature"]:
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        t0 = time.time()
+        est = baseline_estimator("ce", cfg, seed)
+        folds = StratifiedKFold(n_splits=cfg["cleanlab_cv"], shuffle=True, random_state=seed)
+        cv_logits = cross_val_predict(est, F_train, y_noisy, cv=folds, method="decision_function")
+        counts = _onehot(y_noisy)
+        channel = noise_channel(counts, _softmax_t(cv_logits, 1.0))
+        t_nc = fit_noise_corrected_temperature(cv_logits, counts, channel)
+        est.fit(F_train, y_noisy)
+        proba = _softmax_t(est.decision_function(F_test), t_nc)
+        rows.append(dict(base, method="ce", head="softmax+nc_temperature", geometry="", pi="onehot", mapping="",
+                         alpha="", train_seconds=time.time() - t0, certify_seconds="",
+                         notes=f"temperature {t_nc:.3g} fitted through the estimated noise channel on "
+                               f"{cfg['cleanlab_cv']}-fold CV logits", **prediction_metrics(proba, y_test)))
+        log(f"  {mode}/{noise} ce + nc temperature: top1 {rows[-1]['top1']:.4f} ece {rows[-1]['ece']:.4f}")
+
     # ---- CNAT: ridge head (exact certificates), one fit per nominal pi
     F_cert = F_test[cert_idx]
     y_cert = y_test[cert_idx]
@@ -431,8 +455,22 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         clf = CNATClassifier(head="ridge", alpha=alpha,
                              budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K))).fit(F_train, ev)
         t_fit = time.time() - t0
-        proba = clf.predict_proba(F_test)
+        proba = clf.predict_proba(F_test)  # the package's leave-one-out temperature against pi
         metrics = prediction_metrics(proba, y_test)
+        loo_proba = _loo_proba(clf)
+        extra = dict(ece_loo_temperature=metrics["ece"], temperature=clf.temperature_)
+        if cfg["nc_temperature"]:
+            from sklearn_cnat._calibration import _ridge_loo_scores
+
+            t0 = time.time()
+            counts = NoiseBudgetTransformer(pi=pi, classes=np.arange(K)).fit_transform(ev).counts
+            loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_,
+                                    clf.intercept_)
+            channel = noise_channel(counts, loo_proba)
+            t_nc = fit_noise_corrected_temperature(loo, counts, channel)
+            metrics = prediction_metrics(_softmax_t(clf.decision_function(F_test), t_nc), y_test)
+            extra["temperature"] = t_nc
+            t_fit += time.time() - t0
         # tiers that do not depend on the radii: once per nominal
         t0 = time.time()
         stoch = clf.certify(F_cert, tier="stochastic", delta=0.05)
@@ -446,9 +484,10 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         for m in FLIP_MS:
             shared[f"coverage_flip_m{m}"] = float(np.mean(mf >= m))
             shared[f"certified_accuracy_flip_m{m}"] = float(np.mean((mf >= m) & (np.asarray(flip.prediction) == y_cert)))
-        per_pi[pi] = dict(clf=clf, alpha=alpha, metrics=metrics, shared=shared, t_train=t_alpha + t_fit,
-                          t_cert=t_stoch + t_flip, ev=ev)
-        log(f"  {mode}/{noise} cnat ridge pi={pi}: alpha/n {alpha / n:g} (LOO {alpha_scores}), top1 "
+        per_pi[pi] = dict(clf=clf, alpha=alpha, metrics=dict(metrics, **extra), shared=shared,
+                          t_train=t_alpha + t_fit, t_cert=t_stoch + t_flip, ev=ev, loo_proba=loo_proba)
+        log(f"  {mode}/{noise} cnat ridge pi={pi}: alpha/n {alpha / n:g} (LOO "
+            f"{ {round(a / n, 4): round(v, 4) for a, v in alpha_scores.items()} }), top1 "
             f"{metrics['top1']:.4f} ece {metrics['ece']:.4f}; stochastic cov {stoch.coverage:.3f}, "
             f"median flips {shared['median_max_flips']:.0f} ({t_stoch:.0f}+{t_flip:.0f}s)")
 
@@ -460,8 +499,6 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         if pi == "onehot" and mapping in ("linear", "piecewise"):
             # one label carries no disagreement: the evidence score is cleanlab's label quality from
             # out-of-sample probabilities, the calibrated leave-one-out ridge scores
-            if "loo_proba" not in P:
-                P["loo_proba"] = _loo_proba(P["clf"])
             pred_probs = P["loo_proba"]
         budget = transformer.fit_transform(P["ev"], pred_probs=pred_probs)
         t0 = time.time()
@@ -513,6 +550,50 @@ def _loo_proba(clf):
     loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_, clf.intercept_)
     p = softmax(loo / clf.temperature_, axis=1)
     return p / p.sum(1, keepdims=True)
+
+
+def noise_channel(counts, pred_probs):
+    """Label-noise channel ``N[i, j] = P(observed label i | true class j)`` (columns sum to one).
+
+    Estimated by cleanlab's confident joint from out-of-sample ``pred_probs`` (n, K) and the
+    observed labels, given as vote counts (n, K): each vote is one (label, pred_probs) pair.
+    """
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+
+    counts = np.asarray(counts, dtype=int)
+    rows, labels = np.nonzero(counts)
+    reps = counts[rows, labels]
+    rows, labels = np.repeat(rows, reps), np.repeat(labels, reps)
+    _, nm, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, pred_probs[rows])
+    return np.asarray(nm, dtype=np.float64)
+
+
+def fit_noise_corrected_temperature(scores, counts, channel, bounds=(1e-3, 1e3)):
+    """Temperature ``T`` of ``p(true | x) = softmax(s / T)`` fitted through the noise channel.
+
+    Maximises ``sum_i sum_k counts_ik log (N p_i)_k``: the likelihood of the *observed* (noisy)
+    labels when the model's probabilities are for the true class and labels pass through the
+    estimated channel ``N`` (forward correction, Patrini et al. 2017, applied to temperature
+    scaling). Plain temperature scaling on noisy labels fits ``p(noisy label | x)`` and so is
+    under-confident against clean labels. ``scores`` must be out-of-sample (leave-one-out or CV).
+    """
+    import scipy.optimize
+    from scipy.special import softmax
+
+    counts = np.asarray(counts, dtype=np.float64)
+
+    def nll(log_t):
+        q = softmax(scores / np.exp(log_t), axis=1) @ channel.T
+        return -float(np.sum(counts * np.log(np.clip(q, 1e-12, None))) / len(scores))
+
+    res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(res.x))
+
+
+def _softmax_t(scores, t):
+    from scipy.special import softmax
+
+    return softmax(np.asarray(scores, dtype=np.float64) / t, axis=1)
 
 
 # --------------------------------------------------------------------------- modes
@@ -699,7 +780,7 @@ def run_end_to_end(data, noise, cfg, meta, mode):
 # --------------------------------------------------------------------------- output
 
 COLUMNS = ["mode", "noise", "method", "head", "geometry", "pi", "mapping", "alpha", "mean_r", "mean_rho",
-           "top1", "ece", "brier", "nll", "coverage_stochastic", "certified_accuracy_stochastic",
+           "top1", "ece", "brier", "nll", "ece_loo_temperature", "temperature", "coverage_stochastic", "certified_accuracy_stochastic",
            "coverage_bounded", "certified_accuracy_bounded",
            *[f"{p}_flip_m{m}" for m in FLIP_MS for p in ("coverage", "certified_accuracy")],
            "median_max_flips", "train_seconds", "certify_seconds", "scope", "n_train", "n_test", "n_certify",
@@ -820,17 +901,18 @@ def config(args):
     quick = args.quick
     cfg = dict(
         seed=args.seed, device=args.device, cache=args.cache, n_certify=args.n_certify,
-        extractor_epochs=args.extractor_epochs or (1 if quick else 10),
+        extractor_epochs=args.extractor_epochs or (1 if quick else 8),
         extractor_lr=0.05, extractor_batch=128 if not quick else 64,
         widths=(8, 16, 32) if quick else (32, 64, 128), stem=8 if quick else 16,
         extractor_labels=args.extractor_labels,
         head_epochs=10 if quick else 30, head_lr=1e-2 if quick else 1e-3, head_wd=1e-4, cleanlab_cv=3 if quick else 5,
         baselines=[m for m in ("ce", "label_smoothing", "gce", "elr", "cleanlab") if m in args.methods],
-        alpha_grid=(0.01, 0.1, 1.0, 10.0) if not quick else (0.1, 1.0),
+        alpha_grid=(0.001, 0.003, 0.01, 0.03, 0.1, 1.0, 10.0) if not quick else (0.1, 1.0),
+        nc_temperature=not args.no_nc_temperature,
         radius=0.05, linear_c=0.15, linear_r_max=0.2, hard_fraction=0.4, radius_hard=0.1, radius_easy=0.02,
         smoothing=0.01,
         cnat_settings=[("l1", "flat"), ("l1", "linear"), ("l1", "piecewise"), ("l1", "posterior"),
-                       ("kl", "posterior"), ("kl_l1", "posterior")] if not quick else
+                       ("kl", "flat"), ("kl_l1", "flat"), ("kl", "posterior"), ("kl_l1", "posterior")] if not quick else
                       [("l1", "flat"), ("l1", "linear"), ("kl_l1", "posterior")],
         full_grid=args.full_grid, all_curves=args.all_curves, cnat_softmax="cnat" in args.methods,
         centroids=args.centroids or (8 if quick else 512), n_patches=2000 if quick else 200_000,
@@ -855,7 +937,9 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--n-train", type=int, default=None, help="training subset (stratified)")
     p.add_argument("--n-test", type=int, default=None, help="test subset (class shares kept)")
-    p.add_argument("--n-certify", type=int, default=2000, help="test points certified (0: all)")
+    p.add_argument("--n-certify", type=int, default=0, help="test points certified (0: all)")
+    p.add_argument("--no-nc-temperature", action="store_true",
+                   help="report the ridge head with the package's leave-one-out temperature only")
     p.add_argument("--extractor-epochs", type=int, default=None)
     p.add_argument("--extractor-labels", default="same", choices=["same", *NOISES],
                    help="labels of half A that train the split-mode extractor ('same': the setting's)")
