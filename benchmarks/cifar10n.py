@@ -335,19 +335,44 @@ def standardise(F_train, F_test):
     return ((F_train - mu) / sd).astype(np.float32), ((F_test - mu) / sd).astype(np.float32)
 
 
-def choose_alpha(F, pi, grid):
+def certificate_allowance(F, alphas, n_points=256, seed=0):
+    """Median floating-point allowance ``tau`` (docs/certificates.md, (C15)) of the ridge
+    certificates at each ``alpha``, on ``n_points`` training feature rows (no labels used).
+
+    The allowance is a rigorous first-order bound; it grows as ``alpha`` shrinks relative to
+    ``n`` and ``d``, and a point is certified only when its worst-case margin exceeds it.
+    """
+    from sklearn_cnat.certificates._ridge import _RidgeSystem
+
+    F = np.asarray(F, dtype=np.float64)
+    rows = np.random.RandomState(seed).choice(len(F), min(n_points, len(F)), replace=False)
+    out = {}
+    for a in alphas:
+        system = _RidgeSystem(F, float(a), torch.device("cpu"))
+        _, tau, _, _ = system.test_side(torch.as_tensor(F[rows]), K)
+        out[float(a)] = float(tau.median())
+    return out
+
+
+def choose_alpha(F, pi, grid, allowance=None, tau_max=1e-3):
     """Ridge ``alpha`` by exact leave-one-out cross-validation on the training labels.
 
     Score of ``alpha``: the LOO agreement ``mean_i pi_i[argmax s_{-i}(f_i)]`` (accuracy against
     the noisy label, or the expected agreement with a random vote). One-standard-error rule
     (Hastie, Tibshirani & Friedman, ESL, sec. 7.10): the *largest* alpha whose score is within
-    one standard error of the best, ``se = sd_i(pi_i[argmax]) / sqrt(n)``. No test data is used.
+    one standard error of the best, ``se = sd_i(pi_i[argmax]) / sqrt(n)``. When ``allowance``
+    ({alpha: median tau}) is given, only alphas with ``tau <= tau_max`` compete (ridge scores
+    sum to one and typical margins are 0.05-0.3, so 1e-3 costs about 1 % of a margin); if none
+    qualifies, the largest alpha is used. No test data is used.
     Returns (alpha, {alpha: score}).
     """
     from sklearn_cnat._calibration import _ridge_loo_scores
     from sklearn_cnat.certificates._ridge import _ridge_fit
 
     F = np.asarray(F, dtype=np.float64)
+    if allowance is not None:
+        feasible = [a for a in grid if allowance[float(a)] <= tau_max]
+        grid = feasible or [max(grid)]
     scores, ses = {}, {}
     for a in grid:
         coef, intercept = _ridge_fit(F, pi, float(a))
@@ -370,11 +395,12 @@ def baseline_estimator(method, cfg, seed):
     return BaselineClassifier(loss=method, **common)
 
 
-def cnat_grid(cfg, one_label):
-    """(pi, geometry, mapping) settings of the CNAT ridge head, and the transformer kwargs of each."""
+def cnat_grid(cfg, mode):
+    """(pi, geometry, mapping) settings of the CNAT ridge head."""
+    settings = cfg["cnat_settings"] if mode != "label_free" else cfg["cnat_settings_label_free"]
     grid = []
     for pi in ("onehot", "votes"):
-        for geometry, mapping in cfg["cnat_settings"]:
+        for geometry, mapping in settings:
             if pi == "onehot" and mapping == "posterior" and not cfg["full_grid"]:
                 continue  # one vote: the posterior ball is nearly the whole simplex (run with --full-grid)
             grid.append((pi, geometry, mapping))
@@ -445,12 +471,18 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
     F_cert = F_test[cert_idx]
     y_cert = y_test[cert_idx]
     per_pi = {}
+    t0 = time.time()
+    alphas = [a * n for a in cfg["alpha_grid"]]
+    allowance = certificate_allowance(F_train, alphas)
+    t_allow = time.time() - t0
+    log(f"  {mode}/{noise} certificate allowance (median tau) per alpha/n: "
+        f"{ {round(a / n, 4): float(f'{t:.2g}') for a, t in allowance.items()} } ({t_allow:.0f}s)")
     for pi in ("onehot", "votes"):
         ev = _evidence(pi, noise, labels, votes)
         pi_mat = NoiseBudgetTransformer(pi=pi, classes=np.arange(K)).fit_transform(ev).pi
         t0 = time.time()
-        alpha, alpha_scores = choose_alpha(F_train, pi_mat, [a * n for a in cfg["alpha_grid"]])
-        t_alpha = time.time() - t0
+        alpha, alpha_scores = choose_alpha(F_train, pi_mat, alphas, allowance)
+        t_alpha = time.time() - t0 + t_allow / 2
         t0 = time.time()
         clf = CNATClassifier(head="ridge", alpha=alpha,
                              budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K))).fit(F_train, ev)
@@ -491,7 +523,7 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
             f"{metrics['top1']:.4f} ece {metrics['ece']:.4f}; stochastic cov {stoch.coverage:.3f}, "
             f"median flips {shared['median_max_flips']:.0f} ({t_stoch:.0f}+{t_flip:.0f}s)")
 
-    for pi, geometry, mapping in cnat_grid(cfg, one_label=True):
+    for pi, geometry, mapping in cnat_grid(cfg, mode):
         P = per_pi[pi]
         kw = budget_params(pi, geometry, mapping, cfg)
         transformer = NoiseBudgetTransformer(**kw)
@@ -602,7 +634,7 @@ def _softmax_t(scores, t):
 def _cert_subset(y_test, n_certify):
     """Test points certified: all, or ``n_certify`` spread evenly (class shares kept)."""
     n = len(y_test)
-    if n_certify is None or n_certify >= n:
+    if not n_certify or n_certify >= n:
         return np.arange(n)
     order = np.argsort(y_test, kind="stable")
     return np.sort(order[np.linspace(0, n - 1, n_certify).round().astype(int)])
@@ -676,7 +708,7 @@ def label_free_features(data, cfg, meta):
 
 def run_label_free(data, noise, cfg, meta):
     arrays = label_free_features(data, cfg, meta)
-    cert_idx = _cert_subset(data["y_test"], cfg["n_certify"])
+    cert_idx = _cert_subset(data["y_test"], cfg["n_certify_label_free"])
     return run_heads(arrays["F_tr"], arrays["F_te"], data["y_test"], noise=noise, labels=data["labels"],
                      votes=data["votes"], cfg=cfg, mode="label_free", seed=cfg["seed"], scope="model",
                      cert_idx=cert_idx)
@@ -865,32 +897,35 @@ def plot_figures(out, rows, curves):
         fig.savefig(out / "cifar10n_bounded_coverage.png", dpi=120)
         plt.close(fig)
         written.append("cifar10n_bounded_coverage.png")
-    # top-1 and ECE per method, per (mode, noise)
-    keys = sorted({(r["mode"], r["noise"]) for r in rows})
-    if keys:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.6 + 0.45 * len(rows) / max(len(keys), 1) * len(keys) ** 0.5))
-        for mode, noise in keys:
-            sel = [r for r in rows if r["mode"] == mode and r["noise"] == noise and r["top1"]]
+    # top-1 and ECE per method: one figure per mode, one colour per noise setting
+    for mode in sorted({r["mode"] for r in rows}):
+        sel_mode = [r for r in rows if r["mode"] == mode and r["top1"]]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 1.0 + 0.22 * len(sel_mode)))
+        for noise in [n for n in NOISES if any(r["noise"] == n for r in sel_mode)]:
             seen, names, top1, ece = set(), [], [], []
-            for r in sel:  # CNAT ridge rows share predictions across geometries/mappings: one bar per pi
-                name = r["method"] if r["method"] != "cnat" else f"cnat {r['head']} pi={r['pi']}"
+            for r in (r for r in sel_mode if r["noise"] == noise):
+                # CNAT ridge rows share predictions across geometries/mappings: one bar per (head, pi)
+                name = r["method"] if r["head"] == "softmax" and r["method"] != "cnat" else \
+                    f"{r['method']} {r['head']}" + (f" pi={r['pi']}" if r["method"] == "cnat" else "")
                 if name in seen:
                     continue
                 seen.add(name)
-                names.append(f"{mode}/{noise}: {name}")
+                names.append(f"{noise}: {name}")
                 top1.append(100 * float(r["top1"]))
                 ece.append(100 * float(r["ece"]))
-            axes[0].barh(names, top1)
+            axes[0].barh(names, top1, label=noise)
             axes[1].barh(names, ece)
         axes[0].set_xlabel("top-1 on the clean test set (%)")
-        axes[1].set_xlabel("ECE (%)")
+        axes[1].set_xlabel("ECE (%), 15 bins")
         axes[1].set_yticks([])
-        lo = min(100 * float(r["top1"]) for r in rows if r["top1"])
-        axes[0].set_xlim(max(0, lo - 5), 100)
+        tops = [100 * float(r["top1"]) for r in sel_mode]
+        axes[0].set_xlim(max(0, min(tops) - 5), min(100, max(tops) + 2))
+        axes[0].set_title(f"mode {mode}")
         fig.tight_layout()
-        fig.savefig(out / "cifar10n_accuracy_calibration.png", dpi=120)
+        name = f"cifar10n_{mode}_accuracy_calibration.png"
+        fig.savefig(out / name, dpi=110)
         plt.close(fig)
-        written.append("cifar10n_accuracy_calibration.png")
+        written.append(name)
     return written
 
 
@@ -901,26 +936,29 @@ def config(args):
     quick = args.quick
     cfg = dict(
         seed=args.seed, device=args.device, cache=args.cache, n_certify=args.n_certify,
+        n_certify_label_free=2000 if args.n_certify is None else args.n_certify,
         extractor_epochs=args.extractor_epochs or (1 if quick else 8),
         extractor_lr=0.05, extractor_batch=128 if not quick else 64,
         widths=(8, 16, 32) if quick else (32, 64, 128), stem=8 if quick else 16,
         extractor_labels=args.extractor_labels,
         head_epochs=10 if quick else 30, head_lr=1e-2 if quick else 1e-3, head_wd=1e-4, cleanlab_cv=3 if quick else 5,
         baselines=[m for m in ("ce", "label_smoothing", "gce", "elr", "cleanlab") if m in args.methods],
-        alpha_grid=(0.001, 0.003, 0.01, 0.03, 0.1, 1.0, 10.0) if not quick else (0.1, 1.0),
+        alpha_grid=(0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0) if not quick else (0.1, 1.0),
         nc_temperature=not args.no_nc_temperature,
         radius=0.05, linear_c=0.15, linear_r_max=0.2, hard_fraction=0.4, radius_hard=0.1, radius_easy=0.02,
         smoothing=0.01,
         cnat_settings=[("l1", "flat"), ("l1", "linear"), ("l1", "piecewise"), ("l1", "posterior"),
                        ("kl", "flat"), ("kl_l1", "flat"), ("kl", "posterior"), ("kl_l1", "posterior")] if not quick else
                       [("l1", "flat"), ("l1", "linear"), ("kl_l1", "posterior")],
+        cnat_settings_label_free=[("l1", "flat"), ("l1", "linear"), ("kl", "flat")] if not quick else
+                                 [("l1", "flat"), ("kl_l1", "posterior")],
         full_grid=args.full_grid, all_curves=args.all_curves, cnat_softmax="cnat" in args.methods,
         centroids=args.centroids or (8 if quick else 512), n_patches=2000 if quick else 200_000,
         cnn_subset=args.cnn_subset or (200 if quick else 5000), cnn_epochs=args.cnn_epochs or (1 if quick else 15),
         cnn_lr=2e-3, cnn_width=4 if quick else 32, partitions=args.partitions,
     )
     if "cnat" not in args.methods:
-        cfg["cnat_settings"] = []
+        cfg["cnat_settings"] = cfg["cnat_settings_label_free"] = []
     return cfg
 
 
@@ -937,7 +975,8 @@ def parse_args(argv=None):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--n-train", type=int, default=None, help="training subset (stratified)")
     p.add_argument("--n-test", type=int, default=None, help="test subset (class shares kept)")
-    p.add_argument("--n-certify", type=int, default=0, help="test points certified (0: all)")
+    p.add_argument("--n-certify", type=int, default=None,
+                   help="test points certified (0: all; default: all, 2000 in mode label_free)")
     p.add_argument("--no-nc-temperature", action="store_true",
                    help="report the ridge head with the package's leave-one-out temperature only")
     p.add_argument("--extractor-epochs", type=int, default=None)
@@ -953,8 +992,6 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    if args.n_certify == 0:
-        args.n_certify = None
     return args
 
 

@@ -80,7 +80,8 @@ def check_table(out, modes):
     assert (out / "cifar10n_results.md").read_text().count("\n|") >= len(rows)
     if curves:
         assert (out / "cifar10n_bounded_coverage.png").stat().st_size > 0
-    assert (out / "cifar10n_accuracy_calibration.png").stat().st_size > 0
+    for mode in modes:
+        assert (out / f"cifar10n_{mode}_accuracy_calibration.png").stat().st_size > 0
     return rows
 
 
