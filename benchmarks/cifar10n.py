@@ -746,8 +746,8 @@ def run_end_to_end(data, noise, cfg, meta, mode):
     for method in cfg["baselines"]:
         t0 = time.time()
         if method == "cleanlab":
-            est = CleanlabFilterClassifier(BaselineClassifier(module, loss="ce", **net_kw), cv=cfg["cleanlab_cv"],
-                                           random_state=cfg["seed"])
+            est = CleanlabFilterClassifier(BaselineClassifier(module, loss="ce", **net_kw), cv=3,
+                                           random_state=cfg["seed"])  # 3 folds: each fold trains a network
         else:
             est = BaselineClassifier(module, loss=method, **net_kw)
         est.fit(x, labels[noise])
