@@ -430,7 +430,7 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
     from sklearn_cnat.budgets import NoiseBudgetTransformer
     from sklearn_cnat.certificates import certify_ridge
 
-    rows, curves = [], []
+    rows, curves, figure_probas = [], [], {}
     F_train, F_test = standardise(F_train, F_test)
     n = len(F_train)
     y_noisy = labels[noise]
@@ -441,8 +441,11 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         t0 = time.time()
         est = baseline_estimator(method, cfg, seed).fit(F_train, y_noisy)
         t_train = time.time() - t0
+        proba = est.predict_proba(F_test)
+        if method == "ce":
+            figure_probas["cross-entropy"] = proba
         row = dict(base, method=method, head="softmax", geometry="", pi="onehot", mapping="", alpha="",
-                   train_seconds=t_train, certify_seconds="", **prediction_metrics(est.predict_proba(F_test), y_test))
+                   train_seconds=t_train, certify_seconds="", **prediction_metrics(proba, y_test))
         if method == "cleanlab":
             row["notes"] = f"dropped {int(est.label_issues_.sum())} of {n} ({est.label_issues_.mean():.1%})"
         rows.append(row)
@@ -461,6 +464,7 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         t_nc = fit_noise_corrected_temperature(cv_logits, counts, channel)
         est.fit(F_train, y_noisy)
         proba = _softmax_t(est.decision_function(F_test), t_nc)
+        figure_probas["cross-entropy + nc temperature"] = proba
         rows.append(dict(base, method="ce", head="softmax+nc_temperature", geometry="", pi="onehot", mapping="",
                          alpha="", train_seconds=time.time() - t0, certify_seconds="",
                          notes=f"temperature {t_nc:.3g} fitted through the estimated noise channel on "
@@ -489,6 +493,7 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         t_fit = time.time() - t0
         proba = clf.predict_proba(F_test)  # the package's leave-one-out temperature against pi
         metrics = prediction_metrics(proba, y_test)
+        calibrated = proba
         loo_proba = _loo_proba(clf)
         extra = dict(ece_loo_temperature=metrics["ece"], temperature=clf.temperature_)
         if cfg["nc_temperature"]:
@@ -500,7 +505,8 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
                                     clf.intercept_)
             channel = noise_channel(counts, loo_proba)
             t_nc = fit_noise_corrected_temperature(loo, counts, channel)
-            metrics = prediction_metrics(_softmax_t(clf.decision_function(F_test), t_nc), y_test)
+            calibrated = _softmax_t(clf.decision_function(F_test), t_nc)
+            metrics = prediction_metrics(calibrated, y_test)
             extra["temperature"] = t_nc
             t_fit += time.time() - t0
         # tiers that do not depend on the radii: once per nominal
@@ -517,7 +523,8 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
             shared[f"coverage_flip_m{m}"] = float(np.mean(mf >= m))
             shared[f"certified_accuracy_flip_m{m}"] = float(np.mean((mf >= m) & (np.asarray(flip.prediction) == y_cert)))
         per_pi[pi] = dict(clf=clf, alpha=alpha, metrics=dict(metrics, **extra), shared=shared,
-                          t_train=t_alpha + t_fit, t_cert=t_stoch + t_flip, ev=ev, loo_proba=loo_proba)
+                          t_train=t_alpha + t_fit, t_cert=t_stoch + t_flip, ev=ev, loo_proba=loo_proba,
+                          stochastic=stoch, flip=flip, proba=calibrated)
         log(f"  {mode}/{noise} cnat ridge pi={pi}: alpha/n {alpha / n:g} (LOO "
             f"{ {round(a / n, 4): round(v, 4) for a, v in alpha_scores.items()} }), top1 "
             f"{metrics['top1']:.4f} ece {metrics['ece']:.4f}; stochastic cov {stoch.coverage:.3f}, "
@@ -545,16 +552,22 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         rows.append(row)
         log(f"  {mode}/{noise} cnat {pi}/{geometry}/{mapping}: mean r {row['mean_r']:.3f}, bounded cov "
             f"{cert.coverage:.3f} ({t_b:.0f}s)")
-        if (pi, geometry, mapping) == ("votes", "l1", "flat") or cfg["all_curves"]:
+        if (geometry, mapping) == ("l1", "flat") or cfg["all_curves"]:
+            # one certificate with the exact radius_scale (rounded down) gives the whole curve:
+            # a point is certified at scale s iff radius_scale >= s
             t0 = time.time()
+            rcert = certify_ridge(P["clf"].train_features_, budget, F_cert, alpha=P["alpha"], tier="bounded",
+                                  geometry=geometry, scope=scope, radius=True)
+            rs = np.asarray(rcert.radius_scale, dtype=float)
+            assert np.array_equal(rs >= 1.0, np.asarray(cert.certified)), "radius_scale disagrees with the certificate"
+            correct = np.asarray(rcert.prediction) == y_cert
             for s in CURVE_SCALES:
-                c = cert if s == 1.0 else certify_ridge(P["clf"].train_features_, budget.scaled(s), F_cert,
-                                                         alpha=P["alpha"], tier="bounded", geometry=geometry,
-                                                         scope=scope, radius=False)
+                holds = rs >= s
                 curves.append(dict(mode=mode, noise=noise, method="cnat", geometry=geometry, pi=pi, mapping=mapping,
-                                   scale=s, mean_r=float(budget.scaled(s).r.mean()), coverage=c.coverage,
-                                   certified_accuracy=_cert_acc(c, y_cert)))
-            log(f"  bounded curve over scales {CURVE_SCALES}: {time.time() - t0:.0f}s")
+                                   scale=s, mean_r=float(budget.scaled(s).r.mean()), coverage=float(holds.mean()),
+                                   certified_accuracy=float((holds & correct).mean())))
+            P.setdefault("radius_certs", {})[(geometry, mapping)] = rcert
+            log(f"  bounded curve (radius_scale) for {pi}/{geometry}/{mapping}: {time.time() - t0:.0f}s")
 
     # ---- CNAT softmax head (trained with the CNAT loss; no certificate engine)
     if cfg["cnat_softmax"]:
@@ -565,11 +578,43 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
                              budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=cfg["radius"],
                                                            classes=np.arange(K)),
                              random_state=seed).fit(F_train, ev)
+        t_train = time.time() - t0
+        softmax_proba = clf.predict_proba(F_test)
         rows.append(dict(base, method="cnat", head="softmax", geometry="l1", pi="votes", mapping="flat",
-                         alpha="", train_seconds=time.time() - t0, certify_seconds="",
+                         alpha="", train_seconds=t_train, certify_seconds="",
                          notes="CNAT loss, no certificate engine for a SGD-trained head",
-                         **prediction_metrics(clf.predict_proba(F_test), y_test)))
+                         **prediction_metrics(softmax_proba, y_test)))
         log(f"  {mode}/{noise} cnat softmax: top1 {rows[-1]['top1']:.4f} ece {rows[-1]['ece']:.4f}")
+        figure_probas["CNAT softmax head"] = softmax_proba
+        if cfg["nc_temperature"]:
+            # same recipe as the cross-entropy row: temperature through the noise channel, fitted on
+            # out-of-fold logits of the training set (folds by row; the votes are the labels)
+            from sklearn.base import clone
+            from sklearn.model_selection import KFold
+
+            t0 = time.time()
+            cv_logits = np.zeros((n, K))
+            for tr, te in KFold(cfg["cleanlab_cv"], shuffle=True, random_state=seed).split(F_train):
+                cv_logits[te] = clone(clf).fit(F_train[tr], ev[tr]).decision_function(F_train[te])
+            channel = noise_channel(ev, _softmax_t(cv_logits, 1.0))
+            t_nc = fit_noise_corrected_temperature(cv_logits, ev, channel)
+            proba = _softmax_t(clf.decision_function(F_test), t_nc)
+            rows.append(dict(base, method="cnat", head="softmax+nc_temperature", geometry="l1", pi="votes",
+                             mapping="flat", alpha="", temperature=t_nc, train_seconds=t_train + time.time() - t0,
+                             certify_seconds="",
+                             notes=f"CNAT softmax head, temperature {t_nc:.3g} fitted through the estimated noise "
+                                   f"channel on {cfg['cleanlab_cv']}-fold CV logits; no certificate engine",
+                             **prediction_metrics(proba, y_test)))
+            figure_probas["CNAT softmax head + nc temperature"] = proba
+            log(f"  {mode}/{noise} cnat softmax + nc temperature: top1 {rows[-1]['top1']:.4f} "
+                f"ece {rows[-1]['ece']:.4f}")
+    if cfg.get("figures_out"):
+        certs = {pi: dict(stochastic=P["stochastic"], flip=P["flip"], bounded=P.get("radius_certs", {}).get(("l1", "flat")))
+                 for pi, P in per_pi.items()}
+        for pi, P in per_pi.items():
+            figure_probas[f"CNAT ridge head, pi {pi}"] = P["proba"]
+        plot_run_figures(Path(cfg["figures_out"]), mode, noise, certs, figure_probas, y_test, y_cert,
+                         radius=cfg["radius"])
     return rows, curves
 
 
@@ -870,6 +915,49 @@ def write_markdown(path, rows, meta):
     path.write_text("\n".join(lines))
 
 
+RELIABILITY_SHOWN = ("cross-entropy", "cross-entropy + nc temperature", "CNAT ridge head, pi votes",
+                     "CNAT softmax head + nc temperature")
+
+
+def plot_run_figures(out, mode, noise, certs, probas, y_test, y_cert, *, radius):
+    """Per-run figures through the package's Display API.
+
+    ``cifar10n_<mode>_<noise>_coverage.png``: coverage (solid) and certified accuracy (dashed) of
+    the CNAT ridge heads against delta (tier stochastic), the budget scale (tier bounded, flat l1
+    ``radius`` x scale) and m (tier flip), one line per nominal pi.
+    ``cifar10n_<mode>_<noise>_reliability.png``: reliability diagrams on the clean test set.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sklearn_cnat.display import CoverageDisplay, ReliabilityDisplay
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, tier, grid in ((axes[0], "stochastic", None), (axes[1], "bounded", np.linspace(0, 4, 41)),
+                           (axes[2], "flip", None)):
+        for pi, c in certs.items():
+            if c.get(tier) is not None:
+                CoverageDisplay.from_certificate(c[tier], y_cert, grid=grid, name=f"ridge, pi {pi}", ax=ax)
+        ax.set_title(f"{mode}/{noise}, tier {tier}")
+    axes[0].axvline(0.05, color="gray", linewidth=0.8, linestyle=":")  # the reported operating points
+    axes[1].axvline(1.0, color="gray", linewidth=0.8, linestyle=":")
+    axes[1].set_xlabel(f"budget scale (flat l1 radius {radius} x scale)")
+    fig.tight_layout()
+    fig.savefig(out / f"cifar10n_{mode}_{noise}_coverage.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    for name in RELIABILITY_SHOWN:
+        if name in probas:
+            ReliabilityDisplay.from_predictions(y_test, probas[name], name=name, ax=ax)
+    ax.set_title(f"{mode}/{noise}: reliability on the clean test set")
+    fig.tight_layout()
+    fig.savefig(out / f"cifar10n_{mode}_{noise}_reliability.png", dpi=110)
+    plt.close(fig)
+
+
 def plot_figures(out, rows, curves):
     import matplotlib
 
@@ -955,7 +1043,7 @@ def config(args):
         full_grid=args.full_grid, all_curves=args.all_curves, cnat_softmax="cnat" in args.methods,
         centroids=args.centroids or (8 if quick else 512), n_patches=2000 if quick else 200_000,
         cnn_subset=args.cnn_subset or (200 if quick else 5000), cnn_epochs=args.cnn_epochs or (1 if quick else 15),
-        cnn_lr=2e-3, cnn_width=4 if quick else 32, partitions=args.partitions,
+        cnn_lr=2e-3, cnn_width=4 if quick else 32, partitions=args.partitions, figures_out=args.out,
     )
     if "cnat" not in args.methods:
         cfg["cnat_settings"] = cfg["cnat_settings_label_free"] = []

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from ._compat import Interval, StrOptions
 from .classifier import _OPTIMIZERS, CNATClassifier, _EvidenceDataset, _instantiate_module, _softmax
-from .exceptions import NotFittedError
+from .exceptions import CNATValueError, NotFittedError
 
 __all__ = ["GCELoss", "ELRLoss", "BaselineClassifier", "CleanlabFilterClassifier"]
 
@@ -72,7 +72,7 @@ class GCELoss(nn.Module):
     def __init__(self, q=0.7, reduction="mean"):
         super().__init__()
         if not (isinstance(q, numbers.Real) and 0 < q <= 1):
-            raise ValueError(f"q must be in (0, 1], got {q!r}")
+            raise CNATValueError(f"q must be in (0, 1], got {q!r}")
         self.q = q
         self.reduction = reduction
 
@@ -119,20 +119,20 @@ class ELRLoss(nn.Module):
     def __init__(self, n_samples, n_classes, lam=3.0, beta=0.7):
         super().__init__()
         if not (isinstance(n_samples, numbers.Integral) and n_samples >= 1):
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+            raise CNATValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         if not (isinstance(n_classes, numbers.Integral) and n_classes >= 2):
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+            raise CNATValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
         if not (isinstance(lam, numbers.Real) and lam >= 0):
-            raise ValueError(f"lam must be >= 0, got {lam!r}")
+            raise CNATValueError(f"lam must be >= 0, got {lam!r}")
         if not (isinstance(beta, numbers.Real) and 0 <= beta < 1):
-            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+            raise CNATValueError(f"beta must be in [0, 1), got {beta!r}")
         self.lam = lam
         self.beta = beta
         self.register_buffer("target_memory", torch.zeros(n_samples, n_classes))
 
     def forward(self, logits, target, index=None):
         if index is None:
-            raise ValueError("ELRLoss needs the training-set index of every example in the batch")
+            raise CNATValueError("ELRLoss needs the training-set index of every example in the batch")
         index = index.long().to(logits.device)
         ce = -(_soft_targets(target, logits.shape[-1]) * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
         p = torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
@@ -159,7 +159,7 @@ def _reduce(loss, reduction):
         return loss.sum()
     if reduction == "none":
         return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    raise CNATValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 # --------------------------------------------------------------------------- skorch net
@@ -287,25 +287,25 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
     def _validate_optimizer(self):
         if isinstance(self.optimizer, str):
             if self.optimizer not in _OPTIMIZERS:
-                raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
+                raise CNATValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
                                  f"class, got {self.optimizer!r}")
             return _OPTIMIZERS[self.optimizer]
         if not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
-            raise ValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
+            raise CNATValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
         return self.optimizer
 
     def _encode_labels(self, y, n):
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+            raise CNATValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
                              "(one label per example)")
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got only one class "
+            raise CNATValueError(f"{type(self).__name__} needs at least 2 classes in y; got only one class "
                              f"({classes[0]!r})")
         if len(y_idx) != n:
-            raise ValueError(f"X has {n} samples but y has {len(y_idx)}; they must match")
+            raise CNATValueError(f"X has {n} samples but y has {len(y_idx)}; they must match")
         return classes, y_idx
 
     def _criterion(self, n, k):
@@ -508,10 +508,10 @@ class CleanlabFilterClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError("CleanlabFilterClassifier needs at least 2 classes in y; got only one class")
+            raise CNATValueError("CleanlabFilterClassifier needs at least 2 classes in y; got only one class")
         counts = np.bincount(y_idx)
         if counts.min() < self.cv:
-            raise ValueError(f"every class needs at least cv={self.cv} examples for the cross-validated "
+            raise CNATValueError(f"every class needs at least cv={self.cv} examples for the cross-validated "
                              f"pred_probs; the smallest class has {counts.min()}")
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         self.pred_probs_ = cross_val_predict(self._base(), X, y_idx, cv=folds, method="predict_proba")

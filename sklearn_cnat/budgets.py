@@ -21,16 +21,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 
 from ._compat import Interval, StrOptions
-from .exceptions import CNATError, NotFittedError
+from .exceptions import NoiseBudgetError, NotFittedError
 
 __all__ = ["NoiseBudget", "NoiseBudgetTransformer", "NoiseBudgetError"]
 
 _SIMPLEX_ATOL = 1e-6
 _EVIDENCE_KINDS = ("counts", "annotators", "labels", "multiannotator")
 
-
-class NoiseBudgetError(CNATError, ValueError):
-    """Raised for invalid label evidence or an invalid :class:`NoiseBudget`."""
 
 
 # --------------------------------------------------------------------------- NoiseBudget

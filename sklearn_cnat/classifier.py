@@ -27,7 +27,7 @@ from skorch import NeuralNet
 from torch.utils.data import Dataset
 
 from .budgets import NoiseBudget, NoiseBudgetTransformer
-from .exceptions import CertificationError, NotFittedError
+from .exceptions import CNATTypeError, CNATValueError, CertificationError, NotFittedError
 
 __all__ = ["CNATClassifier"]
 
@@ -66,7 +66,7 @@ def _is_torch_dataset(X):
 
 def _check_finite(arr, what="X"):
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or infinity; clean or impute it before fitting")
+        raise CNATValueError(f"{what} contains NaN or infinity; clean or impute it before fitting")
 
 
 def _as_array_inputs(X):
@@ -80,30 +80,30 @@ def _as_array_inputs(X):
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-        raise TypeError("sparse input is not supported by CNATClassifier; convert X with X.toarray()")
+        raise CNATTypeError("sparse input is not supported by CNATClassifier; convert X with X.toarray()")
     arr = np.asarray(X)
     if np.iscomplexobj(arr):
-        raise ValueError("Complex data not supported: X must be real-valued")
+        raise CNATValueError("Complex data not supported: X must be real-valued")
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise TypeError(f"X could not be converted to numbers: {exc}") from exc
+            raise CNATTypeError(f"X could not be converted to numbers: {exc}") from exc
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"X must be numeric, got dtype {arr.dtype}")
+        raise CNATValueError(f"X must be numeric, got dtype {arr.dtype}")
     if arr.ndim == 1:
-        raise ValueError(
+        raise CNATValueError(
             f"Expected a 2D array, got a 1D array of shape {arr.shape}. Reshape your data either using "
             "array.reshape(-1, 1) if it has a single feature or array.reshape(1, -1) if it holds a "
             "single sample."
         )
     if arr.ndim not in (2, 3, 4):
-        raise ValueError(
+        raise CNATValueError(
             f"X must be a feature matrix (n, d), grayscale images (n, H, W) or images "
             f"(n, C, H, W) / (n, H, W, C); got an array of shape {arr.shape}"
         )
     if arr.ndim == 2 and arr.shape[1] == 0:
-        raise ValueError(f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+        raise CNATValueError(f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
     is_uint8 = arr.dtype == np.uint8
     if arr.ndim == 3:
         arr = arr[:, None]
@@ -121,10 +121,10 @@ def _instantiate_module(module, n_features, n_classes, in_channels, module_kwarg
     kwargs = dict(module_kwargs or {})
     if isinstance(module, str):
         if module != "linear":
-            raise ValueError(f"module={module!r} is not supported; use 'linear', a torch.nn.Module "
+            raise CNATValueError(f"module={module!r} is not supported; use 'linear', a torch.nn.Module "
                              "class or instance, or a factory such as sklearn_cnat.models.resnet18")
         if n_features is None:
-            raise ValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
+            raise CNATValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
         return nn.Linear(n_features, n_classes, **kwargs)
     if isinstance(module, nn.Module):
         return copy.deepcopy(module)
@@ -136,9 +136,9 @@ def _instantiate_module(module, n_features, n_classes, in_channels, module_kwarg
             kwargs["in_channels"] = in_channels
         built = module(**kwargs)
         if not isinstance(built, nn.Module):
-            raise TypeError(f"module factory {module!r} returned {type(built).__name__}, not a torch.nn.Module")
+            raise CNATTypeError(f"module factory {module!r} returned {type(built).__name__}, not a torch.nn.Module")
         return built
-    raise TypeError(
+    raise CNATTypeError(
         f"module must be 'linear', a torch.nn.Module class or instance, or a factory returning one; "
         f"got {type(module).__name__}"
     )
@@ -168,7 +168,7 @@ def _check_label_evidence(y):
     if arr.ndim == 1 and arr.dtype.kind in "fc" and len(arr):
         kind = type_of_target(arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr)
         if kind == "continuous":
-            raise ValueError("Unknown label type: continuous. y holds non-integer floats; a classifier "
+            raise CNATValueError("Unknown label type: continuous. y holds non-integer floats; a classifier "
                              "needs class labels, vote counts or annotator labels")
     return arr
 
@@ -338,30 +338,30 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_params(self):
         if self.geometry not in _GEOMETRIES:
-            raise ValueError(f"geometry must be one of {_GEOMETRIES}, got {self.geometry!r}")
+            raise CNATValueError(f"geometry must be one of {_GEOMETRIES}, got {self.geometry!r}")
         if self.head not in _HEADS:
-            raise ValueError(f"head must be one of {_HEADS}, got {self.head!r}")
+            raise CNATValueError(f"head must be one of {_HEADS}, got {self.head!r}")
         if self.mode not in ("worst", "smooth"):
-            raise ValueError(f"mode must be 'worst' or 'smooth', got {self.mode!r}")
+            raise CNATValueError(f"mode must be 'worst' or 'smooth', got {self.mode!r}")
         for name in ("max_epochs", "curriculum_epochs"):
             val = getattr(self, name)
             if not isinstance(val, numbers.Integral) or val < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {val!r}")
+                raise CNATValueError(f"{name} must be a non-negative integer, got {val!r}")
         if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+            raise CNATValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise CNATValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.alpha, numbers.Real) and self.alpha > 0):
-            raise ValueError(f"alpha must be a positive number, got {self.alpha!r}")
+            raise CNATValueError(f"alpha must be a positive number, got {self.alpha!r}")
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
-            raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
+            raise CNATValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
         if isinstance(self.optimizer, str):
             if self.optimizer not in _OPTIMIZERS:
-                raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
+                raise CNATValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
                                  f"class, got {self.optimizer!r}")
         elif not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
-            raise ValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
+            raise CNATValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
 
     def _prepare_inputs(self, X, *, fit):
         """Return (inputs, n_samples) where inputs is a float32 array or a torch Dataset."""
@@ -369,7 +369,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             if fit:
                 self._input_kind = "dataset"
             elif getattr(self, "_input_kind", None) != "dataset":
-                raise ValueError("this classifier was fitted on arrays; pass an array, not a torch Dataset")
+                raise CNATValueError("this classifier was fitted on arrays; pass an array, not a torch Dataset")
             return X, len(X)
         arr, kind = _as_array_inputs(X)
         if fit:
@@ -381,15 +381,15 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             self._input_shape = arr.shape[1:]
         else:
             if kind == "features" and hasattr(self, "n_features_in_") and arr.shape[1] != self.n_features_in_:
-                raise ValueError(
+                raise CNATValueError(
                     f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_features_in_} features as input."
                 )
             if arr.shape[1:] != self._input_shape:
-                raise ValueError(f"X has sample shape {arr.shape[1:]}, but the classifier was fitted on "
+                raise CNATValueError(f"X has sample shape {arr.shape[1:]}, but the classifier was fitted on "
                                  f"sample shape {self._input_shape}")
         if len(arr) == 0:
-            raise ValueError("X has 0 samples; at least one is required")
+            raise CNATValueError("X has 0 samples; at least one is required")
         return arr, len(arr)
 
     def _fit_budget(self, y, n_samples):
@@ -397,16 +397,16 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             budget = y
         else:
             if y is None:
-                raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
+                raise CNATValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
                                  "(label evidence: votes, annotator labels or labels)")
             y = _check_label_evidence(y)
             transformer = NoiseBudgetTransformer() if self.budget is None else clone(self.budget)
             budget = transformer.fit_transform(y)
             self.budget_transformer_ = transformer
         if len(budget) != n_samples:
-            raise ValueError(f"X has {n_samples} samples but y has {len(budget)}; they must match")
+            raise CNATValueError(f"X has {n_samples} samples but y has {len(budget)}; they must match")
         if budget.pi.shape[1] < 2:
-            raise ValueError("the label evidence has only one class; a classifier needs at least 2 classes")
+            raise CNATValueError("the label evidence has only one class; a classifier needs at least 2 classes")
         return budget
 
     def _targets(self, budget):
@@ -477,13 +477,13 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             with torch.no_grad():
                 out = module(x0.to(net.device))
         except Exception as exc:  # noqa: BLE001 - re-raised with context
-            raise ValueError(
+            raise CNATValueError(
                 f"the module could not process one input of shape {tuple(x0.shape[1:])}: {exc}"
             ) from exc
         finally:
             module.train(was_training)
         if out.ndim != 2 or out.shape[1] != n_classes:
-            raise ValueError(
+            raise CNATValueError(
                 f"the module outputs logits of shape {tuple(out.shape[1:])} per sample, but the label "
                 f"evidence has K={n_classes} classes; build the module with num_classes={n_classes}"
             )
@@ -520,7 +520,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             # the head alone, on the given features: no network to train
             self.net_ = None
             if self._input_kind != "features":
-                raise ValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
+                raise CNATValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
             features = inputs.astype(np.float64)
             if self.head == "ridge":
                 self._fit_ridge_head(features)

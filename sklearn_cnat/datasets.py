@@ -22,6 +22,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_array
 
+from .exceptions import CNATValueError
+
 __all__ = [
     "simulate_annotators",
     "votes_from_annotator_labels",
@@ -66,30 +68,30 @@ _CIFAR_NOISE = {
 # --------------------------------------------------------------------------- #
 def _check_int(value, name, low):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        raise CNATValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+        raise CNATValueError(f"{name} must be an integer >= {low}, got {value!r}.")
     return int(value)
 
 
 def _check_unit_interval(value, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number in [0, 1], got {value!r}.")
+        raise CNATValueError(f"{name} must be a real number in [0, 1], got {value!r}.")
     if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+        raise CNATValueError(f"{name} must be in [0, 1], got {value!r}.")
     return float(value)
 
 
 def _check_vector(values, name, n, low=None, high=None):
     arr = np.asarray(values, dtype=np.float64)
     if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}.")
+        raise CNATValueError(f"{name} must have shape ({n},), got {arr.shape}.")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite.")
+        raise CNATValueError(f"{name} must be finite.")
     if low is not None and np.any(arr < low):
-        raise ValueError(f"{name} must be >= {low}, got min {arr.min()!r}.")
+        raise CNATValueError(f"{name} must be >= {low}, got min {arr.min()!r}.")
     if high is not None and np.any(arr > high):
-        raise ValueError(f"{name} must be <= {high}, got max {arr.max()!r}.")
+        raise CNATValueError(f"{name} must be <= {high}, got max {arr.max()!r}.")
     return arr
 
 
@@ -293,16 +295,16 @@ def simulate_annotators(
     """
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] == 0:
-        raise ValueError(f"y must be a non-empty 1-D array, got shape {y.shape}.")
+        raise CNATValueError(f"y must be a non-empty 1-D array, got shape {y.shape}.")
     n = y.shape[0]
     if X is not None:
         X = check_array(X, allow_nd=True, input_name="X")
         if X.shape[0] != n:
-            raise ValueError(
+            raise CNATValueError(
                 f"X and y have inconsistent lengths: {X.shape[0]} and {n}."
             )
     elif difficulty is None:
-        raise ValueError("X is required unless difficulty is given.")
+        raise CNATValueError("X is required unless difficulty is given.")
     n_annotators = _check_int(n_annotators, "n_annotators", 1)
     noise_rate = _check_unit_interval(noise_rate, "noise_rate")
     n_impostors = _check_int(n_impostors, "n_impostors", 0)
@@ -379,11 +381,11 @@ def votes_from_annotator_labels(labels, n_classes):
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"labels must be 1-D or 2-D, got {arr.ndim} dimensions.")
+        raise CNATValueError(f"labels must be 1-D or 2-D, got {arr.ndim} dimensions.")
     missing = np.isnan(arr) | (arr == -1)
     given = arr[~missing]
     if np.any(given != np.round(given)) or np.any((given < 0) | (given >= n_classes)):
-        raise ValueError(
+        raise CNATValueError(
             f"labels must be integers in [0, {n_classes}) or -1/NaN for missing."
         )
     idx = np.where(missing, -1, arr).astype(np.int64)
@@ -503,7 +505,7 @@ def _read_npz(path, keys):
     with np.load(path) as npz:
         missing = [k for k in keys if k not in npz.files]
         if missing:
-            raise ValueError(f"{path.name} lacks the arrays {missing}.")
+            raise CNATValueError(f"{path.name} lacks the arrays {missing}.")
         return {k: npz[k] for k in keys}
 
 
@@ -548,7 +550,7 @@ def load_cifar10n(path, noise="random", subset=None, random_state=None):
         If the folder or one of its two files is missing.
     """
     if noise not in _CIFAR_NOISE:
-        raise ValueError(f"noise must be one of {sorted(_CIFAR_NOISE)}, got {noise!r}.")
+        raise CNATValueError(f"noise must be one of {sorted(_CIFAR_NOISE)}, got {noise!r}.")
     if subset is not None:
         subset = _check_int(subset, "subset", 1)
     folder = Path(path)
@@ -571,11 +573,11 @@ def load_cifar10n(path, noise="random", subset=None, random_state=None):
     n_train = img["x_train"].shape[0]
     for key in label_keys:
         if lab[key].shape != (n_train,):
-            raise ValueError(
+            raise CNATValueError(
                 f"{_CIFAR_LABELS}:{key} has shape {lab[key].shape}, expected ({n_train},)."
             )
     if not np.array_equal(lab["clean_label"], img["y_train_clean"]):
-        raise ValueError(
+        raise CNATValueError(
             f"clean_label in {_CIFAR_LABELS} differs from y_train_clean in "
             f"{_CIFAR_IMAGES}: the files are not aligned."
         )
@@ -583,7 +585,7 @@ def load_cifar10n(path, noise="random", subset=None, random_state=None):
         indices = np.arange(n_train)
     else:
         if subset > n_train:
-            raise ValueError(f"subset must be <= {n_train} (training images), got {subset}.")
+            raise CNATValueError(f"subset must be <= {n_train} (training images), got {subset}.")
         indices = _stratified_subset(
             lab["clean_label"], subset, check_random_state(random_state)
         )

@@ -16,6 +16,8 @@ calls ``from_certificate`` / ``from_predictions``.
 
 import numpy as np
 
+from .exceptions import CNATValueError
+
 __all__ = ["CoverageDisplay", "ReliabilityDisplay"]
 
 _X_LABELS = {
@@ -46,11 +48,11 @@ _TIER_FIELDS = {"bounded": "radius_scale", "flip": "max_flips", "stochastic": "d
 def _tier_values(cert):
     """Per-point value that decides certification along the x axis of the tier."""
     if cert.tier not in _TIER_FIELDS:
-        raise ValueError(f"unknown tier {cert.tier!r}")
+        raise CNATValueError(f"unknown tier {cert.tier!r}")
     field = _TIER_FIELDS[cert.tier]
     values = getattr(cert, field, None)
     if values is None:
-        raise ValueError(f"this certificate has no {field}; certify with tier={cert.tier!r}")
+        raise CNATValueError(f"this certificate has no {field}; certify with tier={cert.tier!r}")
     return np.asarray(values, dtype=float)
 
 
@@ -202,7 +204,9 @@ class ReliabilityDisplay:
             _, ax = plt.subplots()
         name = name if name is not None else self.estimator_name
         label = f"ECE = {self.ece:.3f}" if name is None else f"{name} (ECE = {self.ece:.3f})"
-        ax.plot([0, 1], [0, 1], linestyle=":", color="gray", label="perfectly calibrated")
+        if not getattr(ax, "_cnat_diagonal", False):  # once per axes when several diagrams share it
+            ax.plot([0, 1], [0, 1], linestyle=":", color="gray", label="perfectly calibrated")
+            ax._cnat_diagonal = True
         (self.line_,) = ax.plot(self.confidence, self.accuracy, marker="o", label=label, **kwargs)
         ax.set_xlabel("mean top-label confidence")
         ax.set_ylabel("accuracy")

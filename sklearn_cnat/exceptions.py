@@ -3,15 +3,37 @@
 Every error the package raises on purpose derives from :class:`CNATError`;
 the not-fitted error also derives from scikit-learn's ``NotFittedError`` so
 that scikit-learn's tooling (``check_is_fitted``, common checks) keeps working.
+Invalid *data* (shapes, NaN, negative counts, unknown classes, mismatched K)
+raises :class:`CNATValueError` / :class:`CNATTypeError`; invalid
+*hyper-parameters* are checked by scikit-learn's parameter validation and raise
+its ``InvalidParameterError`` (a ``ValueError`` and ``TypeError``), exactly as
+scikit-learn's own estimators do.
 """
 
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["CNATError", "NotFittedError", "CertificationError"]
+__all__ = ["CNATError", "CNATValueError", "CNATTypeError", "NoiseBudgetError", "NotFittedError",
+           "CertificationError"]
 
 
 class CNATError(Exception):
     """Base class of the exceptions raised by sklearn-cnat."""
+
+
+class CNATValueError(CNATError, ValueError):
+    """Raised for an invalid value: a bad shape, NaN, a budget out of range, an unknown class.
+
+    Also a ``ValueError``, so code written for scikit-learn's errors keeps working.
+    """
+
+
+class CNATTypeError(CNATError, TypeError):
+    """Raised for an argument of the wrong type (also a ``TypeError``)."""
+
+
+class NoiseBudgetError(CNATValueError):
+    """Raised when label evidence or a noise budget is invalid (shapes, NaN, negative
+    counts, radii out of range, mismatched number of classes)."""
 
 
 class NotFittedError(CNATError, _SklearnNotFittedError):

@@ -27,6 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import Interval, StrOptions
+from .exceptions import CNATValueError
 
 __all__ = ["KMeansPatchFeatures"]
 
@@ -46,13 +47,13 @@ def _image_view(X):
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
-        raise ValueError(f"X must be images of shape (n, H, W, C), (n, C, H, W) or (n, H, W); got shape {arr.shape}")
+        raise CNATValueError(f"X must be images of shape (n, H, W, C), (n, C, H, W) or (n, H, W); got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"X must be numeric images, got dtype {arr.dtype}")
+        raise CNATValueError(f"X must be numeric images, got dtype {arr.dtype}")
     if arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
         arr = arr.transpose(0, 3, 1, 2)
     if len(arr) == 0:
-        raise ValueError("X has 0 images; at least one is required")
+        raise CNATValueError("X has 0 images; at least one is required")
     return arr, arr.dtype == np.uint8
 
 
@@ -62,7 +63,7 @@ def _to_tensor(arr, is_uint8):
     if is_uint8:
         out /= 255.0
     elif not torch.isfinite(out).all():
-        raise ValueError("X contains NaN or infinity")
+        raise CNATValueError("X contains NaN or infinity")
     return out
 
 
@@ -261,9 +262,9 @@ class KMeansPatchFeatures(TransformerMixin, BaseEstimator):
         _, c, h, w = images.shape
         p = self.patch_size
         if p > min(h, w):
-            raise ValueError(f"patch_size={p} is larger than the images ({h}x{w})")
+            raise CNATValueError(f"patch_size={p} is larger than the images ({h}x{w})")
         if self.n_patches < self.n_centroids:
-            raise ValueError(f"n_patches={self.n_patches} must be >= n_centroids={self.n_centroids}")
+            raise CNATValueError(f"n_patches={self.n_patches} must be >= n_centroids={self.n_centroids}")
         rng = check_random_state(self.random_state)
         gen = torch.Generator().manual_seed(int(rng.randint(0, 2**31 - 1)))
         P = _normalise_patches(_random_patches(images, is_uint8, self.n_patches, p, rng), self.norm_epsilon)
@@ -294,7 +295,7 @@ class KMeansPatchFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "centroids_")
         images, is_uint8 = _image_view(X)
         if tuple(images.shape[1:]) != self.input_shape_:
-            raise ValueError(f"X has images of shape {tuple(images.shape[1:])}, but KMeansPatchFeatures was "
+            raise CNATValueError(f"X has images of shape {tuple(images.shape[1:])}, but KMeansPatchFeatures was "
                              f"fitted on {self.input_shape_}")
         C = torch.from_numpy(self.centroids_)
         mean = torch.from_numpy(self.patch_mean_)

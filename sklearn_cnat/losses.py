@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sets import _validate_budget, _validate_pi, _warn_kl_support, worst_case_expectation
+from .exceptions import CNATValueError
 
 __all__ = ["CNATLoss"]
 
@@ -122,17 +123,17 @@ class CNATLoss(nn.Module):
         for name, allowed in (("geometry", _GEOMETRIES), ("reduction", _REDUCTIONS), ("mode", _MODES)):
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}; got {value!r}.")
+                raise CNATValueError(f"{name} must be one of {allowed}; got {value!r}.")
 
     def _select_budgets(self, r, rho):
         if self.geometry == "l1":
             return (0.0 if r is None else r), None
         if rho is None:
-            raise ValueError(f"geometry={self.geometry!r} needs rho, the KL radius; got rho=None.")
+            raise CNATValueError(f"geometry={self.geometry!r} needs rho, the KL radius; got rho=None.")
         if self.geometry == "kl":
             return None, rho
         if r is None:
-            raise ValueError("geometry='kl_l1' needs r, the l1 radius; got r=None.")
+            raise CNATValueError("geometry='kl_l1' needs r, the l1 radius; got r=None.")
         return r, rho
 
     def _sample(self, pi, r, rho, device):
@@ -161,18 +162,18 @@ class CNATLoss(nn.Module):
 
 def _check_logits_and_pi(logits, pi):
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        raise ValueError(f"logits must be a floating-point torch.Tensor; got {type(logits).__name__}.")
+        raise CNATValueError(f"logits must be a floating-point torch.Tensor; got {type(logits).__name__}.")
     if logits.ndim != 2:
-        raise ValueError(f"logits must be 2-D of shape (n, K); got shape {tuple(logits.shape)}.")
+        raise CNATValueError(f"logits must be 2-D of shape (n, K); got shape {tuple(logits.shape)}.")
     if not torch.isfinite(logits).all():
-        raise ValueError("logits contain NaN or infinite values (diverged training or a bad input?).")
+        raise CNATValueError("logits contain NaN or infinite values (diverged training or a bad input?).")
     pi = torch.as_tensor(pi, device=logits.device)
     if pi.ndim != 2:
-        raise ValueError(f"pi must be 2-D of shape (n, K); got shape {tuple(pi.shape)}.")
+        raise CNATValueError(f"pi must be 2-D of shape (n, K); got shape {tuple(pi.shape)}.")
     if pi.shape[1] != logits.shape[1]:
-        raise ValueError(f"mismatched K: logits have {logits.shape[1]} classes but pi has {pi.shape[1]}.")
+        raise CNATValueError(f"mismatched K: logits have {logits.shape[1]} classes but pi has {pi.shape[1]}.")
     if pi.shape[0] != logits.shape[0]:
-        raise ValueError(f"mismatched n: logits have {logits.shape[0]} rows but pi has {pi.shape[0]}.")
+        raise CNATValueError(f"mismatched n: logits have {logits.shape[0]} rows but pi has {pi.shape[0]}.")
     return pi
 
 

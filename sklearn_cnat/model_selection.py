@@ -21,6 +21,7 @@ from sklearn.base import is_classifier
 from .metrics import get_scorer
 from .metrics._classification import _check_y_true, _plurality
 from .metrics._scorer import _CertificateScorer, _check_certifies, _is_vote_matrix
+from .exceptions import CNATValueError
 
 __all__ = [
     "GridSearchCV",
@@ -104,16 +105,16 @@ def _resolve_scoring(scoring):
     if isinstance(scoring, (list, tuple, set)):
         names = list(scoring)
         if not names or not all(isinstance(name, str) for name in names):
-            raise ValueError(
+            raise CNATValueError(
                 "A list of scorers must be a non-empty list of unique names; use a "
                 f"dict to name callables. Got {scoring!r}."
             )
         if len(set(names)) != len(names):
-            raise ValueError(f"Duplicate scorer names in {scoring!r}.")
+            raise CNATValueError(f"Duplicate scorer names in {scoring!r}.")
         return {name: get_scorer(name) for name in names}
     if isinstance(scoring, dict):
         return {key: get_scorer(value) for key, value in scoring.items()}
-    raise ValueError(
+    raise CNATValueError(
         "scoring must be None, a name, a callable, a list of names or a dict of "
         f"names/callables; got {type(scoring).__name__}."
     )

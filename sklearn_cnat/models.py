@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .exceptions import CNATValueError
+
 __all__ = ["SmallCNN", "ResNet18", "resnet18", "find_last_linear", "extract_features"]
 
 
@@ -137,7 +139,7 @@ def find_last_linear(module):
         if isinstance(sub, nn.Linear):
             last = sub
     if last is None:
-        raise ValueError(
+        raise CNATValueError(
             f"{type(module).__name__} has no torch.nn.Linear layer: the feature map is defined "
             "as the input of the module's last linear layer"
         )

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .budgets import NoiseBudget, NoiseBudgetTransformer
-from .exceptions import CertificationError
+from .exceptions import CNATValueError, CertificationError
 
 __all__ = ["PartitionAggregationClassifier"]
 
@@ -145,7 +145,7 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
             return (budget.rho > 0) & multi_support
         if geometry == "kl_l1":
             return (budget.r > 0) & (budget.rho > 0) & multi_support
-        raise ValueError(f"geometry must be 'l1', 'kl' or 'kl_l1', got {geometry!r}")
+        raise CNATValueError(f"geometry must be 'l1', 'kl' or 'kl_l1', got {geometry!r}")
 
     def fit(self, X, y):
         """Fit one base model per part.
@@ -159,10 +159,10 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         """
         k = self.n_partitions
         if not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"n_partitions must be a positive integer, got {k!r}")
+            raise CNATValueError(f"n_partitions must be a positive integer, got {k!r}")
         bp = self.budgeted_partitions
         if bp is not None and not (isinstance(bp, numbers.Integral) and 1 <= bp <= k):
-            raise ValueError(f"budgeted_partitions must be an integer in [1, n_partitions], got {bp!r}")
+            raise CNATValueError(f"budgeted_partitions must be an integer in [1, n_partitions], got {bp!r}")
         X_arr = X.detach().cpu().numpy() if hasattr(X, "detach") else np.asarray(X)
         self.budget_transformer_ = None
         if isinstance(y, NoiseBudget):
@@ -174,7 +174,7 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
             self.budget_transformer_ = clone(transformer)
             budget = self.budget_transformer_.fit_transform(y)
         if len(budget) != len(X_arr):
-            raise ValueError(f"X has {len(X_arr)} samples but y has {len(budget)}; they must match")
+            raise CNATValueError(f"X has {len(X_arr)} samples but y has {len(budget)}; they must match")
         self.budget_ = budget
         self.classes_ = np.asarray(budget.classes_)
         part = _hash_partition(X_arr, k, self.hash_seed)
@@ -272,9 +272,9 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         if tier == "flip":
             self._check_flip_assumptions()
             if m is None:
-                raise ValueError("tier 'flip' needs m, the number of training labels that may change")
+                raise CNATValueError("tier 'flip' needs m, the number of training labels that may change")
             if not isinstance(m, numbers.Integral) or m < 0:
-                raise ValueError(f"m must be a non-negative integer, got {m!r}")
+                raise CNATValueError(f"m must be a non-negative integer, got {m!r}")
             certified = max_flips >= m
             return Certificate(tier="flip", certified=certified,
                                worst_case_margin=(margin - 2 * m).astype(np.float64),
@@ -294,4 +294,4 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
                 "the votes may change every part's training labels; use tier 'bounded' or 'flip', or "
                 "CNATClassifier(head='ridge') for the stochastic tier"
             )
-        raise ValueError(f"tier must be 'stochastic', 'bounded' or 'flip', got {tier!r}")
+        raise CNATValueError(f"tier must be 'stochastic', 'bounded' or 'flip', got {tier!r}")

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .exceptions import CertificationError
+from .exceptions import CNATValueError, CertificationError
 
 __all__ = ["suggest_relabels"]
 
@@ -129,11 +129,11 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
         raise CertificationError("suggest_relabels needs a fitted CNATClassifier(head='ridge') "
                                  "(the exact certificate engine)")
     if not (isinstance(k, (int, np.integer)) and k >= 1):
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise CNATValueError(f"k must be a positive integer, got {k!r}")
     if not 0 < delta < 1:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        raise CNATValueError(f"delta must be in (0, 1), got {delta!r}")
     if assume not in ("plurality", "model"):
-        raise ValueError(f"assume must be 'plurality' or 'model', got {assume!r}")
+        raise CNATValueError(f"assume must be 'plurality' or 'model', got {assume!r}")
     budget = estimator.budget_
     pi, counts = budget.pi, budget.counts
     n_train, K = pi.shape

@@ -21,6 +21,8 @@ import warnings
 
 import numpy as np
 
+from .exceptions import CNATValueError
+
 __all__ = ["worst_case_expectation"]
 
 # Certified duality gap at which the iterative solvers stop, in units of the
@@ -163,7 +165,7 @@ def _to_numpy(x, name):
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric; got {type(x).__name__}.") from exc
+        raise CNATValueError(f"{name} must be numeric; got {type(x).__name__}.") from exc
 
 
 def _warn_kl_support(pi, r, rho, stacklevel=2):
@@ -190,11 +192,11 @@ def _validate(v, pi, r, rho):
     v = _to_numpy(v, "v")
     pi = _to_numpy(pi, "pi")
     if v.ndim != 2:
-        raise ValueError(f"v must be 2-D of shape (n, K); got shape {v.shape}.")
+        raise CNATValueError(f"v must be 2-D of shape (n, K); got shape {v.shape}.")
     if pi.shape != v.shape:
-        raise ValueError(f"v and pi must have the same shape (n, K); got {v.shape} and {pi.shape}.")
+        raise CNATValueError(f"v and pi must have the same shape (n, K); got {v.shape} and {pi.shape}.")
     if not np.all(np.isfinite(v)):
-        raise ValueError("v contains NaN or infinite values.")
+        raise CNATValueError("v contains NaN or infinite values.")
     pi = _validate_pi(pi)
     n = v.shape[0]
     r = _validate_budget(r, "r", n)
@@ -206,15 +208,15 @@ def _validate(v, pi, r, rho):
 
 def _validate_pi(pi):
     if not np.all(np.isfinite(pi)):
-        raise ValueError("pi contains NaN or infinite values.")
+        raise CNATValueError("pi contains NaN or infinite values.")
     if np.any(pi < 0):
         i, k = np.argwhere(pi < 0)[0]
-        raise ValueError(f"pi must be non-negative; pi[{i}, {k}] = {pi[i, k]!r}.")
+        raise CNATValueError(f"pi must be non-negative; pi[{i}, {k}] = {pi[i, k]!r}.")
     sums = pi.sum(axis=1)
     bad = np.abs(sums - 1.0) > _SUM_TOL
     if np.any(bad):
         i = int(np.argmax(bad))
-        raise ValueError(f"rows of pi must sum to 1 (within {_SUM_TOL:g}); row {i} sums to {sums[i]!r}.")
+        raise CNATValueError(f"rows of pi must sum to 1 (within {_SUM_TOL:g}); row {i} sums to {sums[i]!r}.")
     return pi / sums[:, None]
 
 
@@ -225,11 +227,11 @@ def _validate_budget(b, name, n):
     if b.ndim == 0:
         b = np.full(n, float(b))
     elif b.shape != (n,):
-        raise ValueError(f"{name} must be None, a scalar or of shape (n,) = ({n},); got shape {b.shape}.")
+        raise CNATValueError(f"{name} must be None, a scalar or of shape (n,) = ({n},); got shape {b.shape}.")
     if not np.all(np.isfinite(b)):
-        raise ValueError(f"{name} contains NaN or infinite values.")
+        raise CNATValueError(f"{name} contains NaN or infinite values.")
     if np.any(b < 0):
-        raise ValueError(f"{name} must be non-negative; got {b.min()!r}.")
+        raise CNATValueError(f"{name} must be non-negative; got {b.min()!r}.")
     return b
 
 

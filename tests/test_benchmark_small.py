@@ -82,6 +82,16 @@ def check_table(out, modes):
         assert (out / "cifar10n_bounded_coverage.png").stat().st_size > 0
     for mode in modes:
         assert (out / f"cifar10n_{mode}_accuracy_calibration.png").stat().st_size > 0
+    # per-run Display-API figures for the fixed-feature modes
+    for mode, noise in {(r["mode"], r["noise"]) for r in rows if r["mode"] in ("split", "label_free")}:
+        for kind in ("coverage", "reliability"):
+            assert (out / f"cifar10n_{mode}_{noise}_{kind}.png").stat().st_size > 0
+    # the calibrated CNAT softmax row keeps the softmax head's predictions (a temperature cannot move argmax)
+    for mode, noise in {(r["mode"], r["noise"]) for r in rows}:
+        sm = {r["head"]: r for r in rows if (r["mode"], r["noise"], r["method"]) == (mode, noise, "cnat")
+              and r["head"].startswith("softmax")}
+        if "softmax+nc_temperature" in sm:
+            assert sm["softmax+nc_temperature"]["top1"] == sm["softmax"]["top1"]
     return rows
 
 

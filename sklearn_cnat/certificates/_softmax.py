@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import kl_div, logsumexp, softmax
 
-from ..exceptions import CertificationError
+from ..exceptions import CNATValueError, CertificationError
 from ._certificate import Certificate
 
 __all__ = ["fit_robust_softmax_head", "certify_softmax_head"]
@@ -39,7 +39,7 @@ _SQRT2 = np.sqrt(2.0)
 
 def _check_geometry(geometry):
     if geometry not in _GEOMETRIES:
-        raise ValueError(f"geometry must be one of {_GEOMETRIES}, got {geometry!r}")
+        raise CNATValueError(f"geometry must be one of {_GEOMETRIES}, got {geometry!r}")
 
 
 def _check_matrix(F, name):
@@ -48,40 +48,40 @@ def _check_matrix(F, name):
     try:
         F = np.asarray(F, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a numeric array of shape (n_samples, n_features)") from None
+        raise CNATValueError(f"{name} must be a numeric array of shape (n_samples, n_features)") from None
     if F.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, n_features), got shape {F.shape}")
+        raise CNATValueError(f"{name} must be 2-D of shape (n_samples, n_features), got shape {F.shape}")
     if not np.all(np.isfinite(F)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise CNATValueError(f"{name} contains NaN or infinite values")
     return F
 
 
 def _check_budget(budget, n):
     for attr in ("pi", "r", "rho", "classes_"):
         if not hasattr(budget, attr):
-            raise ValueError(f"budget must be a NoiseBudget (missing attribute {attr!r}), got {type(budget).__name__}")
+            raise CNATValueError(f"budget must be a NoiseBudget (missing attribute {attr!r}), got {type(budget).__name__}")
     pi = np.asarray(budget.pi, dtype=np.float64)
     if pi.ndim != 2 or pi.shape[0] != n:
-        raise ValueError(f"budget has {pi.shape[0] if pi.ndim == 2 else '?'} rows but the features have {n}; "
+        raise CNATValueError(f"budget has {pi.shape[0] if pi.ndim == 2 else '?'} rows but the features have {n}; "
                          "they must match")
     k = pi.shape[1]
     if k < 2:
-        raise ValueError(f"at least 2 classes are needed, the budget has {k}")
+        raise CNATValueError(f"at least 2 classes are needed, the budget has {k}")
     sums = pi.sum(axis=1)
     if np.any(pi < 0) or np.any(np.abs(sums - 1.0) > 1e-6):
-        raise ValueError("budget.pi rows must lie on the simplex")
+        raise CNATValueError("budget.pi rows must lie on the simplex")
     r = np.minimum(np.asarray(budget.r, dtype=np.float64), 2.0)
     rho = np.asarray(budget.rho, dtype=np.float64)
     if r.shape != (n,) or rho.shape != (n,) or np.any(r < 0) or np.any(rho < 0) or not (
             np.all(np.isfinite(r)) and np.all(np.isfinite(rho))):
-        raise ValueError(f"budget.r and budget.rho must be finite, non-negative and of shape ({n},)")
+        raise CNATValueError(f"budget.r and budget.rho must be finite, non-negative and of shape ({n},)")
     # Renormalised exactly as the sets module does before use.
     return pi / sums[:, None], r, rho
 
 
 def _check_positive(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        raise CNATValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
@@ -189,7 +189,7 @@ def fit_robust_softmax_head(F, budget, *, alpha=1.0, geometry="l1", tol=1e-8, ma
     alpha = _check_positive(alpha, "alpha")
     tol = _check_positive(tol, "tol")
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        raise CNATValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     W, grad_norm = _fit_head(_augment(F), pi, r, rho, alpha / F.shape[0], geometry, tol, int(max_iter))
     return W[:-1].copy(), W[-1].copy(), grad_norm
 
@@ -557,36 +557,36 @@ def certify_softmax_head(F_train, budget, F_test, *, coef, intercept, grad_norm,
             "non-linear function of the labels and no concentration bound is proved for it "
             "(docs/certificates_softmax.md, section 6); use tier 'bounded' or 'flip', or the ridge head")
     if tier not in ("bounded", "flip"):
-        raise ValueError(f"tier must be 'bounded', 'flip' or 'stochastic', got {tier!r}")
+        raise CNATValueError(f"tier must be 'bounded', 'flip' or 'stochastic', got {tier!r}")
     if scope not in ("model", "head"):
-        raise ValueError(f"scope must be 'model' or 'head', got {scope!r}")
+        raise CNATValueError(f"scope must be 'model' or 'head', got {scope!r}")
     _check_geometry(geometry)
     F_train = _check_matrix(F_train, "F_train")
     F_test = _check_matrix(F_test, "F_test")
     n, d = F_train.shape
     if F_test.shape[1] != d:
-        raise ValueError(f"F_test has {F_test.shape[1]} features but F_train has {d}")
+        raise CNATValueError(f"F_test has {F_test.shape[1]} features but F_train has {d}")
     pi, r, rho = _check_budget(budget, n)
     k = pi.shape[1]
     coef = _check_matrix(coef, "coef")
     if coef.shape != (d, k):
-        raise ValueError(f"coef must have shape ({d}, {k}) (n_features, n_classes), got {coef.shape}")
+        raise CNATValueError(f"coef must have shape ({d}, {k}) (n_features, n_classes), got {coef.shape}")
     intercept = np.asarray(intercept, dtype=np.float64)
     if intercept.shape != (k,) or not np.all(np.isfinite(intercept)):
-        raise ValueError(f"intercept must be finite with shape ({k},), got shape {intercept.shape}")
+        raise CNATValueError(f"intercept must be finite with shape ({k},), got shape {intercept.shape}")
     if isinstance(grad_norm, bool) or not isinstance(grad_norm, numbers.Real) or not (
             np.isfinite(grad_norm) and grad_norm >= 0):
-        raise ValueError(f"grad_norm must be a finite non-negative number, got {grad_norm!r}")
+        raise CNATValueError(f"grad_norm must be a finite non-negative number, got {grad_norm!r}")
     alpha = _check_positive(alpha, "alpha")
     if tier == "flip":
         if m is None:
-            raise ValueError("tier 'flip' needs m, the number of training rows that may be replaced")
+            raise CNATValueError("tier 'flip' needs m, the number of training rows that may be replaced")
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 0:
-            raise ValueError(f"m must be a non-negative integer, got {m!r}")
+            raise CNATValueError(f"m must be a non-negative integer, got {m!r}")
         m = int(m)
     classes = np.asarray(budget.classes_ if classes is None else classes)
     if classes.shape != (k,):
-        raise ValueError(f"classes must have shape ({k},) to match the budget, got {classes.shape}")
+        raise CNATValueError(f"classes must have shape ({k},) to match the budget, got {classes.shape}")
     pred, margin, wcm, certified, radius_scale, max_flips = _certify(
         _augment(F_train), pi, r, rho, geometry, _augment(F_test), coef, intercept, float(grad_norm),
         alpha / n, tier, m)

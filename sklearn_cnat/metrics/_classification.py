@@ -20,6 +20,7 @@ from sklearn.metrics import label_ranking_average_precision_score
 from sklearn.utils import check_array, check_consistent_length, column_or_1d
 
 from .._compat import Interval, StrOptions, validate_params
+from ..exceptions import CNATTypeError, CNATValueError
 
 __all__ = [
     "ambiguity_accuracy_score",
@@ -53,19 +54,19 @@ def _check_y_true(y_true):
         y = y[:, 0]
     if y.ndim == 1:
         if y.shape[0] == 0:
-            raise ValueError("y_true is empty: at least one sample is required.")
+            raise CNATValueError("y_true is empty: at least one sample is required.")
         return "labels", y
     if y.ndim != 2:
-        raise ValueError(
+        raise CNATValueError(
             "y_true must be 1-D labels or a 2-D vote-count matrix of shape "
             f"(n_samples, n_classes); got an array of shape {y.shape}."
         )
     votes = check_array(y, dtype=np.float64, input_name="y_true")
     if np.any(votes < 0):
-        raise ValueError("A vote-count matrix y_true must not hold negative counts.")
+        raise CNATValueError("A vote-count matrix y_true must not hold negative counts.")
     empty = np.flatnonzero(votes.sum(axis=1) <= 0)
     if empty.size:
-        raise ValueError(
+        raise CNATValueError(
             "Every row of a vote-count matrix y_true needs at least one vote; "
             f"rows {empty[:10].tolist()} have none."
         )
@@ -75,12 +76,12 @@ def _check_y_true(y_true):
 def _check_labels(labels, n_classes, what):
     labels = column_or_1d(np.asarray(labels))
     if labels.shape[0] != n_classes:
-        raise ValueError(
+        raise CNATValueError(
             f"labels has {labels.shape[0]} entries but {what} has {n_classes} "
             "columns; pass one label per column."
         )
     if np.unique(labels).shape[0] != n_classes:
-        raise ValueError("labels must not contain duplicates.")
+        raise CNATValueError("labels must not contain duplicates.")
     return labels
 
 
@@ -93,7 +94,7 @@ def _default_labels(y, n_classes):
         return np.arange(n_classes)
     classes = np.unique(y)
     if classes.shape[0] != n_classes:
-        raise ValueError(
+        raise CNATValueError(
             f"y_true holds {classes.shape[0]} distinct labels {classes[:10].tolist()} "
             f"but y_prob has {n_classes} columns; pass labels= to name the class of "
             "each column."
@@ -108,13 +109,13 @@ def _encode(y, labels, what):
     try:
         pos = np.searchsorted(sorted_labels, y)
     except TypeError as exc:
-        raise ValueError(
+        raise CNATValueError(
             f"{what} and labels {labels[:10].tolist()} have incomparable types."
         ) from exc
     pos = np.clip(pos, 0, sorted_labels.shape[0] - 1)
     unknown = sorted_labels[pos] != y
     if np.any(unknown):
-        raise ValueError(
+        raise CNATValueError(
             f"{what} contains values {np.unique(y[unknown])[:10].tolist()} that are "
             f"not in labels {labels[:10].tolist()}; pass labels= to name the class "
             "of each column."
@@ -127,11 +128,11 @@ def _check_weights(sample_weight, n_samples):
         return None
     sw = column_or_1d(check_array(sample_weight, ensure_2d=False, dtype=np.float64))
     if sw.shape[0] != n_samples:
-        raise ValueError(
+        raise CNATValueError(
             f"sample_weight has {sw.shape[0]} entries for {n_samples} samples."
         )
     if np.any(sw < 0) or sw.sum() <= 0:
-        raise ValueError("sample_weight must be non-negative with a positive sum.")
+        raise CNATValueError("sample_weight must be non-negative with a positive sum.")
     return sw
 
 
@@ -144,9 +145,9 @@ def _check_proba(y_prob):
     if prob.ndim == 1:  # probability of the positive class (second column)
         prob = np.column_stack([1.0 - prob, prob])
     if prob.ndim != 2:
-        raise ValueError(f"y_prob must be 1-D or 2-D; got shape {prob.shape}.")
+        raise CNATValueError(f"y_prob must be 1-D or 2-D; got shape {prob.shape}.")
     if np.any(prob < 0) or np.any(prob > 1):
-        raise ValueError("y_prob must hold probabilities in [0, 1].")
+        raise CNATValueError("y_prob must hold probabilities in [0, 1].")
     return prob
 
 
@@ -168,7 +169,7 @@ def _targets_and_proba(y_true, y_prob, labels, sample_weight):
     n_samples, n_classes = prob.shape
     if kind == "votes":
         if y.shape[1] != n_classes:
-            raise ValueError(
+            raise CNATValueError(
                 f"The vote matrix y_true has {y.shape[1]} columns but y_prob has "
                 f"{n_classes}."
             )
@@ -272,15 +273,15 @@ def _certified(certificate):
     try:
         certified = certificate.certified
     except AttributeError:
-        raise TypeError(
+        raise CNATTypeError(
             "Expected a Certificate (an object with boolean `certified` and "
             f"`prediction` arrays); got {type(certificate).__name__}."
         ) from None
     certified = column_or_1d(np.asarray(certified))
     if certified.shape[0] == 0:
-        raise ValueError("The certificate covers no samples.")
+        raise CNATValueError("The certificate covers no samples.")
     if certified.dtype != bool:
-        raise TypeError(
+        raise CNATTypeError(
             f"certificate.certified must be boolean; got dtype {certified.dtype}."
         )
     return certified
@@ -579,7 +580,7 @@ def ambiguity_accuracy_score(
     plausible = _plausible(y / y.sum(axis=1, keepdims=True), threshold)
     keep = plausible.any(axis=1)
     if not keep.any():
-        raise ValueError(
+        raise CNATValueError(
             f"No example has a label with vote share >= {threshold}; lower threshold."
         )
     correct = plausible[np.arange(pred.shape[0]), pred]
@@ -649,7 +650,7 @@ def plausible_label_map(
     plausible = _plausible(target, threshold)
     keep = plausible.any(axis=1)
     if not keep.any():
-        raise ValueError(
+        raise CNATValueError(
             f"No example has a label with vote share >= {threshold}; lower threshold."
         )
     return float(
@@ -739,7 +740,7 @@ def certified_accuracy_score(y_true, certificate, *, labels=None, sample_weight=
     try:
         prediction = certificate.prediction
     except AttributeError:
-        raise TypeError(
+        raise CNATTypeError(
             "Expected a Certificate with a `prediction` array; got "
             f"{type(certificate).__name__}."
         ) from None

@@ -27,6 +27,7 @@ from ._classification import (
     plausible_label_map,
     plurality_accuracy_score,
 )
+from ..exceptions import CNATTypeError, CNATValueError
 
 __all__ = ["get_scorer", "get_scorer_names", "make_cnr_scorer"]
 
@@ -69,7 +70,7 @@ def _align_with_classes(estimator, y_true, y_prob=None):
             widened[:, classes] = y_prob
             y_prob = widened
         return np.arange(n_columns), y_prob
-    raise ValueError(
+    raise CNATValueError(
         f"{type(estimator).__name__}.classes_ = {classes[:10].tolist()} cannot be "
         f"matched to the {n_columns} columns of the vote matrix y: expected "
         f"{n_columns} classes (column j is classes_[j]) or integer classes in "
@@ -80,7 +81,7 @@ def _align_with_classes(estimator, y_true, y_prob=None):
 def _check_certifies(estimator, scorer_name):
     """Raise a TypeError naming ``estimator`` if it has no ``certify`` method."""
     if not callable(getattr(estimator, "certify", None)):
-        raise TypeError(
+        raise CNATTypeError(
             f"The {scorer_name!r} scorer needs an estimator with a "
             f"certify(X, tier=..., m=..., delta=...) method, and "
             f"{type(estimator).__name__} has none. Use an estimator that issues "
@@ -128,7 +129,7 @@ class _VoteScorer(_BaseCNATScorer):
         """Score ``estimator`` on ``X`` against ``y_true`` (labels or votes)."""
         method = getattr(estimator, self._response_method, None)
         if method is None:
-            raise TypeError(
+            raise CNATTypeError(
                 f"The {self._name!r} scorer needs "
                 f"{type(estimator).__name__}.{self._response_method}(X), which it "
                 "lacks."
@@ -168,7 +169,7 @@ class _CertificateScorer(_BaseCNATScorer):
         if self._metric == "coverage":
             return cnr_coverage_score(certificate, sample_weight=sample_weight)
         if y_true is None:
-            raise ValueError("The 'certified_accuracy' scorer needs y.")
+            raise CNATValueError("The 'certified_accuracy' scorer needs y.")
         labels, _ = _align_with_classes(estimator, y_true)
         return certified_accuracy_score(
             y_true, certificate, labels=labels, sample_weight=sample_weight
@@ -307,7 +308,7 @@ def get_scorer(scoring):
     if scoring is None or callable(scoring):
         return scoring
     if not isinstance(scoring, str):
-        raise TypeError(
+        raise CNATTypeError(
             f"scoring must be a str, a callable or None; got {type(scoring).__name__}."
         )
     if scoring in _SCORERS:
@@ -318,7 +319,7 @@ def get_scorer(scoring):
         pass
     close = difflib.get_close_matches(scoring, get_scorer_names(), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise ValueError(
+    raise CNATValueError(
         f"{scoring!r} is not a valid scoring name.{hint} sklearn-cnat names: "
         f"{sorted(_SCORERS)}; every name in sklearn.metrics.get_scorer_names() "
         "is accepted as well (sklearn_cnat.metrics.get_scorer_names() lists all)."
