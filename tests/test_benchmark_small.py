@@ -106,6 +106,31 @@ def test_synthetic_run_all_fixed_feature_modes(bench, tmp_path):
     bench.main(args[:5] + ["--noise", "aggre"] + args[8:])
     again = _read(out / "cifar10n_results.csv")
     assert len(again) == len(rows)
+    # the paper's tables and the target checks are generated from the CSV, and --rebuild reproduces them
+    tables = (out / "cifar10n_paper_tables.md").read_text()
+    for title in ("Table 1 (main)", "Table 3 (calibration)", "Table 4 (pi source x geometry)",
+                  "Table 5 (radius mapping)", "Wall times"):
+        assert title in tables
+    before = (out / "cifar10n_results.md").read_text()
+    bench.main(["--rebuild", "--out", str(out)])
+    assert (out / "cifar10n_paper_tables.md").read_text() == tables
+    assert (out / "cifar10n_results.md").read_text() == before
+
+
+def test_target_checks_compare_against_the_right_rows(bench):
+    def row(method, head, top1, ece, **kw):
+        return dict(mode="split", noise="aggre", method=method, head=head, top1=str(top1), ece=str(ece),
+                    pi=kw.get("pi", "onehot"), geometry=kw.get("geometry", ""), mapping=kw.get("mapping", ""),
+                    coverage_stochastic=str(kw.get("cs", "")), coverage_bounded=str(kw.get("cb", "")))
+
+    rows = [row("ce", "softmax", 0.80, 0.04), row("elr", "softmax", 0.81, 0.10),
+            row("ce", "softmax+nc_temperature", 0.80, 0.02),  # not a baseline for the ECE target
+            row("cnat", "ridge", 0.806, 0.027, pi="votes", geometry="l1", mapping="flat", cs=0.8, cb=0.59)]
+    checks = {t: ok for t, _, ok in bench.target_checks(rows)}
+    assert checks["top-1 within 0.5 of the best baseline: CNAT ridge (certified), pi votes"]  # 0.4 behind ELR
+    assert checks["ECE at least 30 % below cross-entropy: CNAT ridge (certified), pi votes"]  # 32.5 % lower
+    assert checks["stochastic coverage >= 75 % at top-1 >= 77 % (delta 0.05, votes)"]
+    assert not checks["bounded coverage >= 60 % at flat l1 radius 0.05, pi votes"]
 
 
 def test_synthetic_run_end_to_end_cnn(bench, tmp_path):
