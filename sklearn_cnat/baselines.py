@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._compat import Interval, StrOptions
-from .classifier import _OPTIMIZERS, CNATClassifier, _EvidenceDataset, _instantiate_module, _softmax
+from .classifier import CNATClassifier, _EvidenceDataset, _instantiate_module, _resolve_optimizer, _softmax
 from .exceptions import CNATValueError, NotFittedError
 
 __all__ = ["GCELoss", "ELRLoss", "BaselineClassifier", "CleanlabFilterClassifier"]
@@ -284,26 +284,16 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
     _seed = CNATClassifier._seed
     _check_module_output = CNATClassifier._check_module_output
 
-    def _validate_optimizer(self):
-        if isinstance(self.optimizer, str):
-            if self.optimizer not in _OPTIMIZERS:
-                raise CNATValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
-                                 f"class, got {self.optimizer!r}")
-            return _OPTIMIZERS[self.optimizer]
-        if not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
-            raise CNATValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
-        return self.optimizer
-
     def _encode_labels(self, y, n):
         if y is None:
             raise CNATValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
-                             "(one label per example)")
+                                 "(one label per example)")
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise CNATValueError(f"{type(self).__name__} needs at least 2 classes in y; got only one class "
-                             f"({classes[0]!r})")
+                                 f"({classes[0]!r})")
         if len(y_idx) != n:
             raise CNATValueError(f"X has {n} samples but y has {len(y_idx)}; they must match")
         return classes, y_idx
@@ -338,7 +328,7 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        opt = self._validate_optimizer()
+        opt = _resolve_optimizer(self.optimizer)
         inputs, n = self._prepare_inputs(X, fit=True)
         self.classes_, y_idx = self._encode_labels(y, n)
         k = len(self.classes_)
@@ -512,7 +502,7 @@ class CleanlabFilterClassifier(ClassifierMixin, BaseEstimator):
         counts = np.bincount(y_idx)
         if counts.min() < self.cv:
             raise CNATValueError(f"every class needs at least cv={self.cv} examples for the cross-validated "
-                             f"pred_probs; the smallest class has {counts.min()}")
+                                 f"pred_probs; the smallest class has {counts.min()}")
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         self.pred_probs_ = cross_val_predict(self._base(), X, y_idx, cv=folds, method="predict_proba")
         self.label_issues_ = np.asarray(find_label_issues(y_idx, self.pred_probs_, filter_by=self.filter_by),

@@ -60,6 +60,18 @@ class _EvidenceDataset(Dataset):
         return x, self.targets[i]
 
 
+def _resolve_optimizer(optimizer):
+    """The torch optimizer class named by ``optimizer`` ("sgd", "adam", "adamw" or a class)."""
+    if isinstance(optimizer, str):
+        if optimizer not in _OPTIMIZERS:
+            raise CNATValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer class, "
+                                 f"got {optimizer!r}")
+        return _OPTIMIZERS[optimizer]
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise CNATValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {optimizer!r}")
+    return optimizer
+
+
 def _is_torch_dataset(X):
     return isinstance(X, Dataset) and not isinstance(X, torch.Tensor)
 
@@ -122,7 +134,7 @@ def _instantiate_module(module, n_features, n_classes, in_channels, module_kwarg
     if isinstance(module, str):
         if module != "linear":
             raise CNATValueError(f"module={module!r} is not supported; use 'linear', a torch.nn.Module "
-                             "class or instance, or a factory such as sklearn_cnat.models.resnet18")
+                                 "class or instance, or a factory such as sklearn_cnat.models.resnet18")
         if n_features is None:
             raise CNATValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
         return nn.Linear(n_features, n_classes, **kwargs)
@@ -169,7 +181,7 @@ def _check_label_evidence(y):
         kind = type_of_target(arr[~np.isnan(arr)] if arr.dtype.kind == "f" else arr)
         if kind == "continuous":
             raise CNATValueError("Unknown label type: continuous. y holds non-integer floats; a classifier "
-                             "needs class labels, vote counts or annotator labels")
+                                 "needs class labels, vote counts or annotator labels")
     return arr
 
 
@@ -356,12 +368,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
             raise CNATValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
-        if isinstance(self.optimizer, str):
-            if self.optimizer not in _OPTIMIZERS:
-                raise CNATValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)} or a torch optimizer "
-                                 f"class, got {self.optimizer!r}")
-        elif not (isinstance(self.optimizer, type) and issubclass(self.optimizer, torch.optim.Optimizer)):
-            raise CNATValueError(f"optimizer must be a name or a torch.optim.Optimizer subclass, got {self.optimizer!r}")
+        _resolve_optimizer(self.optimizer)
 
     def _prepare_inputs(self, X, *, fit):
         """Return (inputs, n_samples) where inputs is a float32 array or a torch Dataset."""
@@ -387,7 +394,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 )
             if arr.shape[1:] != self._input_shape:
                 raise CNATValueError(f"X has sample shape {arr.shape[1:]}, but the classifier was fitted on "
-                                 f"sample shape {self._input_shape}")
+                                     f"sample shape {self._input_shape}")
         if len(arr) == 0:
             raise CNATValueError("X has 0 samples; at least one is required")
         return arr, len(arr)
@@ -398,7 +405,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         else:
             if y is None:
                 raise CNATValueError(f"{type(self).__name__} requires y to be passed, but the target y is None "
-                                 "(label evidence: votes, annotator labels or labels)")
+                                     "(label evidence: votes, annotator labels or labels)")
             y = _check_label_evidence(y)
             transformer = NoiseBudgetTransformer() if self.budget is None else clone(self.budget)
             budget = transformer.fit_transform(y)
@@ -439,7 +446,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         train_split = None
         if self.validation_fraction is not None:
             train_split = ValidSplit(self.validation_fraction, stratified=False, random_state=seed)
-        opt = _OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
+        opt = _resolve_optimizer(self.optimizer)
         kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_kwargs or {}).items()}
         net_cls, device = _CNATNet, self.device
         if self.accelerator is not None:

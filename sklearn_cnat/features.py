@@ -296,7 +296,7 @@ class KMeansPatchFeatures(TransformerMixin, BaseEstimator):
         images, is_uint8 = _image_view(X)
         if tuple(images.shape[1:]) != self.input_shape_:
             raise CNATValueError(f"X has images of shape {tuple(images.shape[1:])}, but KMeansPatchFeatures was "
-                             f"fitted on {self.input_shape_}")
+                                 f"fitted on {self.input_shape_}")
         C = torch.from_numpy(self.centroids_)
         mean = torch.from_numpy(self.patch_mean_)
         W = torch.from_numpy(self.whitening_)

@@ -63,7 +63,7 @@ def _check_budget(budget, n):
     pi = np.asarray(budget.pi, dtype=np.float64)
     if pi.ndim != 2 or pi.shape[0] != n:
         raise CNATValueError(f"budget has {pi.shape[0] if pi.ndim == 2 else '?'} rows but the features have {n}; "
-                         "they must match")
+                             "they must match")
     k = pi.shape[1]
     if k < 2:
         raise CNATValueError(f"at least 2 classes are needed, the budget has {k}")
