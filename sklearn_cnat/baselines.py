@@ -34,7 +34,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._compat import Interval, StrOptions
-from .classifier import CNATClassifier, _EvidenceDataset, _instantiate_module, _resolve_optimizer, _softmax
+from .classifier import (
+    CNATClassifier,
+    _EvidenceDataset,
+    _instantiate_module,
+    _recalibrate_net_batchnorm,
+    _resolve_optimizer,
+    _softmax,
+)
 from .exceptions import CNATValueError, NotFittedError
 
 __all__ = ["GCELoss", "ELRLoss", "BaselineClassifier", "CleanlabFilterClassifier"]
@@ -205,6 +212,9 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
     callbacks : list of skorch callbacks or None, default=None
     validation_fraction : float or None, default=None
         Hold out this fraction (unstratified, seeded) as skorch's validation split.
+    recalibrate_bn : bool, default=True
+        Re-estimate BatchNorm running statistics on the training inputs after training,
+        as :class:`~sklearn_cnat.CNATClassifier` does.
     device : str, default="cpu"
     verbose : int, default=0
     random_state : int or None, default=None
@@ -238,6 +248,7 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "recalibrate_bn": ["boolean"],
     }
 
     def __init__(
@@ -257,6 +268,7 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         module_kwargs=None,
         callbacks=None,
         validation_fraction=None,
+        recalibrate_bn=True,
         device="cpu",
         verbose=0,
         random_state=None,
@@ -275,6 +287,7 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         self.module_kwargs = module_kwargs
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.recalibrate_bn = recalibrate_bn
         self.device = device
         self.verbose = verbose
         self.random_state = random_state
@@ -370,6 +383,8 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
             self._check_module_output(net, dataset, k)
             if self.max_epochs:
                 net.partial_fit(dataset, y=None)
+                if self.recalibrate_bn:
+                    _recalibrate_net_batchnorm(net, dataset)
         self.net_ = net
         return self
 

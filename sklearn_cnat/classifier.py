@@ -72,6 +72,13 @@ def _resolve_optimizer(optimizer):
     return optimizer
 
 
+def _recalibrate_net_batchnorm(net, dataset):
+    """Precise BatchNorm statistics for a trained skorch net, on ``dataset`` in order (no shuffling)."""
+    from .models import recalibrate_batchnorm
+
+    recalibrate_batchnorm(net.module_, net.get_iterator(dataset, training=False), device=net.device)
+
+
 def _is_torch_dataset(X):
     return isinstance(X, Dataset) and not isinstance(X, torch.Tensor)
 
@@ -261,6 +268,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Extra skorch callbacks, e.g. ``[ValidECE(), EarlyStopping(monitor="valid_ece")]``.
     validation_fraction : float or None, default=None
         Hold out this fraction (unstratified, seeded) as skorch's validation split.
+    recalibrate_bn : bool, default=True
+        After training, re-estimate the module's BatchNorm running statistics on the
+        training inputs at the final weights
+        (:func:`~sklearn_cnat.models.recalibrate_batchnorm`); no effect without BatchNorm.
     accelerator : accelerate.Accelerator or None, default=None
         Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
     device : str, default="cpu"
@@ -321,6 +332,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         curriculum_epochs=0,
         callbacks=None,
         validation_fraction=None,
+        recalibrate_bn=True,
         accelerator=None,
         device="cpu",
         verbose=0,
@@ -341,6 +353,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.curriculum_epochs = curriculum_epochs
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.recalibrate_bn = recalibrate_bn
         self.accelerator = accelerator
         self.device = device
         self.verbose = verbose
@@ -365,6 +378,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             raise CNATValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.alpha, numbers.Real) and self.alpha > 0):
             raise CNATValueError(f"alpha must be a positive number, got {self.alpha!r}")
+        if not isinstance(self.recalibrate_bn, (bool, np.bool_)):
+            raise CNATValueError(f"recalibrate_bn must be True or False, got {self.recalibrate_bn!r}")
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
             raise CNATValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
@@ -543,6 +558,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             self._check_module_output(net, dataset, k)
             if self.max_epochs:
                 net.partial_fit(dataset, y=None)  # initialised above; partial_fit keeps those weights
+                if self.recalibrate_bn:
+                    _recalibrate_net_batchnorm(net, dataset)
         self.net_ = net
         if self.head == "ridge":
             self._fit_ridge_head(self._features(inputs))

@@ -18,7 +18,7 @@ from torch import nn
 
 from .exceptions import CNATValueError
 
-__all__ = ["SmallCNN", "ResNet18", "resnet18", "find_last_linear", "extract_features"]
+__all__ = ["SmallCNN", "ResNet18", "resnet18", "find_last_linear", "extract_features", "recalibrate_batchnorm"]
 
 
 def _conv_bn(c_in, c_out):
@@ -178,3 +178,50 @@ def extract_features(module, X, *, batch_size=512, device="cpu"):
     if not captured:
         return np.zeros((0, head.in_features), dtype=np.float32)
     return torch.cat(captured).reshape(len(X), -1).numpy().astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module, batches, device="cpu"):
+    """Re-estimate BatchNorm running statistics at the final weights ("precise BN").
+
+    During training the running mean/variance are an exponential moving average over
+    the last few batches, taken while the weights were still moving (and including a
+    possibly tiny last batch of each epoch); at evaluation time they can disagree with
+    the statistics the final weights actually produce, which costs accuracy (Wu &
+    Johnson, "Rethinking 'Batch' in BatchNorm", 2021). This resets the statistics and
+    recomputes them as the plain average over ``batches``, with only the BatchNorm
+    layers in training mode (dropout and the like stay in evaluation mode). The
+    weights are not changed.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    batches : iterable of torch.Tensor or of tuples whose first item is the input batch
+        Typically the training inputs, without augmentation.
+    device : str or torch.device, default="cpu"
+
+    Returns
+    -------
+    n_layers : int
+        Number of BatchNorm layers recalibrated (0: nothing to do).
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return 0
+    was_training = module.training
+    momenta = [m.momentum for m in bns]
+    module.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+        m.train()
+    try:
+        for batch in batches:
+            xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if len(xb) > 1:  # a batch of one has no batch statistics
+                module(xb.to(device))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        module.train(was_training)
+    return len(bns)
