@@ -630,41 +630,17 @@ def _loo_proba(clf):
 
 
 def noise_channel(counts, pred_probs):
-    """Label-noise channel ``N[i, j] = P(observed label i | true class j)`` (columns sum to one).
+    """The package's cleanlab noise-channel estimate (``sklearn_cnat._calibration``)."""
+    from sklearn_cnat._calibration import _noise_channel
 
-    Estimated by cleanlab's confident joint from out-of-sample ``pred_probs`` (n, K) and the
-    observed labels, given as vote counts (n, K): each vote is one (label, pred_probs) pair.
-    """
-    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
-
-    counts = np.asarray(counts, dtype=int)
-    rows, labels = np.nonzero(counts)
-    reps = counts[rows, labels]
-    rows, labels = np.repeat(rows, reps), np.repeat(labels, reps)
-    _, nm, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, pred_probs[rows])
-    return np.asarray(nm, dtype=np.float64)
+    return _noise_channel(counts, pred_probs)
 
 
-def fit_noise_corrected_temperature(scores, counts, channel, bounds=(1e-3, 1e3)):
-    """Temperature ``T`` of ``p(true | x) = softmax(s / T)`` fitted through the noise channel.
+def fit_noise_corrected_temperature(scores, counts, channel):
+    """The package's noise-corrected temperature (``CNATClassifier(calibration="noise_corrected")``)."""
+    from sklearn_cnat._calibration import _fit_noise_corrected_temperature
 
-    Maximises ``sum_i sum_k counts_ik log (N p_i)_k``: the likelihood of the *observed* (noisy)
-    labels when the model's probabilities are for the true class and labels pass through the
-    estimated channel ``N`` (forward correction, Patrini et al. 2017, applied to temperature
-    scaling). Plain temperature scaling on noisy labels fits ``p(noisy label | x)`` and so is
-    under-confident against clean labels. ``scores`` must be out-of-sample (leave-one-out or CV).
-    """
-    import scipy.optimize
-    from scipy.special import softmax
-
-    counts = np.asarray(counts, dtype=np.float64)
-
-    def nll(log_t):
-        q = softmax(scores / np.exp(log_t), axis=1) @ channel.T
-        return -float(np.sum(counts * np.log(np.clip(q, 1e-12, None))) / len(scores))
-
-    res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded", options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    return _fit_noise_corrected_temperature(scores, counts, channel)
 
 
 def _softmax_t(scores, t):

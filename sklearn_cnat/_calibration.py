@@ -13,6 +13,17 @@ unpenalised), removing example ``i`` gives
 
 (Sherman-Morrison; ``A`` as in docs/certificates.md (C0)). Temperature scaling
 keeps the arg-max, so predictions and certificates do not change.
+
+``calibration="noise_corrected"`` fits the temperature through the label-noise
+channel instead (forward correction, Patrini et al. 2017, applied to temperature
+scaling): with ``N[a, b] = P(observed label a | true class b)`` estimated by
+cleanlab's confident joint from the leave-one-out probabilities and the votes,
+``T`` maximises ``sum_i sum_a counts_ia log (N softmax(s_{-i} / T))_a``. Plain
+temperature scaling against noisy labels or vote histograms fits
+``P(annotator label | x)``, which is flatter than ``P(true class | x)``, so it is
+under-confident against clean labels. The correction is only as good as the
+estimated channel: on weak features it can make calibration worse
+(docs/benchmarks.md).
 """
 
 import numpy as np
@@ -42,6 +53,37 @@ def _fit_temperature(scores, targets, bounds=(1e-3, 1e3)):
 
     def nll(log_t):
         return -float(np.mean(np.sum(targets * log_softmax(scores / np.exp(log_t), axis=1), axis=1)))
+
+    res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded",
+                                         options={"xatol": 1e-6})
+    return float(np.exp(res.x))
+
+
+def _noise_channel(counts, pred_probs):
+    """Noise channel ``N[a, b] = P(observed label a | true class b)`` (columns sum to one).
+
+    cleanlab's confident-joint estimate from out-of-sample ``pred_probs`` (n, K) and the
+    observed labels given as vote counts (n, K): each vote is one (label, pred_probs) pair.
+    """
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+
+    counts = np.asarray(counts)
+    rows, labels = np.nonzero(counts)
+    reps = counts[rows, labels].astype(np.int64)
+    rows, labels = np.repeat(rows, reps), np.repeat(labels, reps)
+    _, nm, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, np.asarray(pred_probs)[rows])
+    return np.asarray(nm, dtype=np.float64)
+
+
+def _fit_noise_corrected_temperature(scores, counts, channel, bounds=(1e-3, 1e3)):
+    """Temperature of ``P(true | x) = softmax(scores / T)`` maximising the likelihood of the
+    observed votes ``counts`` (n, K) through ``channel`` (K, K); ``scores`` out-of-sample."""
+    counts = np.asarray(counts, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+
+    def nll(log_t):
+        q = np.exp(log_softmax(scores / np.exp(log_t), axis=1)) @ np.asarray(channel).T
+        return -float(np.sum(counts * np.log(np.clip(q, 1e-300, None))) / len(scores))
 
     res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded",
                                          options={"xatol": 1e-6})

@@ -20,6 +20,7 @@ import inspect
 import numbers
 
 import numpy as np
+import scipy.special
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from torch import nn
@@ -268,6 +269,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Extra skorch callbacks, e.g. ``[ValidECE(), EarlyStopping(monitor="valid_ece")]``.
     validation_fraction : float or None, default=None
         Hold out this fraction (unstratified, seeded) as skorch's validation split.
+    calibration : {"loo", "noise_corrected"}, default="loo"
+        Temperature of the ridge head's probabilities (``head="ridge"`` only):
+        ``"loo"`` fits it on exact leave-one-out scores against ``pi``;
+        ``"noise_corrected"`` fits it through the label-noise channel estimated by
+        cleanlab from those leave-one-out probabilities and the votes (see
+        ``sklearn_cnat._calibration``). Neither changes a prediction.
     recalibrate_bn : bool, default=True
         After training, re-estimate the module's BatchNorm running statistics on the
         training inputs at the final weights
@@ -293,7 +300,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         The ridge head (``head="ridge"``).
     temperature_ : float
         Temperature of the ridge head's probabilities (``head="ridge"``), fitted on
-        leave-one-out training scores.
+        leave-one-out training scores (``calibration``).
     train_features_ : ndarray of shape (n_samples, n_features)
         Feature map of the training set (``head="ridge"``), kept for certificates.
     scope_ : {"model", "head"}
@@ -332,6 +339,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         curriculum_epochs=0,
         callbacks=None,
         validation_fraction=None,
+        calibration="loo",
         recalibrate_bn=True,
         accelerator=None,
         device="cpu",
@@ -353,6 +361,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.curriculum_epochs = curriculum_epochs
         self.callbacks = callbacks
         self.validation_fraction = validation_fraction
+        self.calibration = calibration
         self.recalibrate_bn = recalibrate_bn
         self.accelerator = accelerator
         self.device = device
@@ -378,6 +387,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             raise CNATValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.alpha, numbers.Real) and self.alpha > 0):
             raise CNATValueError(f"alpha must be a positive number, got {self.alpha!r}")
+        if self.calibration not in ("loo", "noise_corrected"):
+            raise CNATValueError(f"calibration must be 'loo' or 'noise_corrected', got {self.calibration!r}")
+        if self.calibration != "loo" and self.head != "ridge":
+            raise CNATValueError(f"calibration={self.calibration!r} needs head='ridge' (leave-one-out scores); "
+                                 f"head={self.head!r} reports the network's softmax")
         if not isinstance(self.recalibrate_bn, (bool, np.bool_)):
             raise CNATValueError(f"recalibrate_bn must be True or False, got {self.recalibrate_bn!r}")
         vf = self.validation_fraction
@@ -570,13 +584,22 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     def _fit_ridge_head(self, features):
         from .certificates._ridge import _ridge_fit
 
-        from ._calibration import _fit_temperature, _ridge_loo_scores
+        from ._calibration import (
+            _fit_noise_corrected_temperature,
+            _fit_temperature,
+            _noise_channel,
+            _ridge_loo_scores,
+        )
 
         self.train_features_ = np.asarray(features, dtype=np.float64)
         pi, alpha = self.budget_.pi, float(self.alpha)
         self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha)
         loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_)
         self.temperature_ = _fit_temperature(loo, pi)
+        if self.calibration == "noise_corrected":
+            counts = self.budget_.counts
+            channel = _noise_channel(counts, scipy.special.softmax(loo / self.temperature_, axis=1))
+            self.temperature_ = _fit_noise_corrected_temperature(loo, counts, channel)
 
     def _fit_robust_softmax_head(self, features):
         from .certificates._softmax import fit_robust_softmax_head
