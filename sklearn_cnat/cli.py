@@ -146,7 +146,8 @@ def _estimators(args, data):
     return {
         "cross-entropy": CNATClassifier(budget=zero, **common),
         "cnat": CNATClassifier(budget=budget, **common),
-        "cnat-ridge": CNATClassifier(budget=budget, head="ridge", alpha=args.alpha, **common),
+        "cnat-ridge": CNATClassifier(budget=budget, head="ridge", alpha=args.alpha, calibration=args.calibration,
+                                     **common),
     }
 
 
@@ -297,6 +298,8 @@ def build_parser():
     model.add_argument("--geometry", default="l1", choices=["l1", "kl", "kl_l1"])
     model.add_argument("--alpha", type=float, default=10.0, help="ridge regularisation of the certified head")
     model.add_argument("--delta", type=float, default=0.05, help="failure probability of tier stochastic")
+    model.add_argument("--calibration", default="noise_corrected", choices=["loo", "noise_corrected"],
+                       help="temperature of the certified ridge head's probabilities (docs/concepts.md)")
     model.add_argument("--epochs", type=int, default=20, help="training epochs of the softmax models")
     model.add_argument("--n-relabel", type=int, default=50, help="rows of relabel_priority.csv")
     model.add_argument("--extra-votes", type=int, default=2, help="votes assumed bought per relabelled example")
