@@ -26,4 +26,4 @@ def test_small_cnn_on_2000_cifar10n_images_with_three_votes(cifar10n_dir):
     )
     clf.fit(x_train, votes)
     acc = clf.score(x_test, y_test)
-    assert acc > 0.25, acc  # chance is 0.10
+    assert acc > 0.35, acc  # chance is 0.10; measured 0.437 (0.395 without BatchNorm recalibration)
