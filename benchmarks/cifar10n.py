@@ -427,6 +427,7 @@ def _evidence(pi, noise, labels, votes):
 def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed, scope, cert_idx):
     """Every method on fixed features. Returns a list of result rows (dicts) and bounded curves."""
     from sklearn_cnat import CNATClassifier
+    from sklearn_cnat._calibration import _fit_noise_corrected_temperature, _noise_channel, _ridge_loo_scores
     from sklearn_cnat.budgets import NoiseBudgetTransformer
     from sklearn_cnat.certificates import certify_ridge
 
@@ -460,8 +461,8 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         folds = StratifiedKFold(n_splits=cfg["cleanlab_cv"], shuffle=True, random_state=seed)
         cv_logits = cross_val_predict(est, F_train, y_noisy, cv=folds, method="decision_function")
         counts = _onehot(y_noisy)
-        channel = noise_channel(counts, _softmax_t(cv_logits, 1.0))
-        t_nc = fit_noise_corrected_temperature(cv_logits, counts, channel)
+        channel = _noise_channel(counts, _softmax_t(cv_logits, 1.0))
+        t_nc = _fit_noise_corrected_temperature(cv_logits, counts, channel)
         est.fit(F_train, y_noisy)
         proba = _softmax_t(est.decision_function(F_test), t_nc)
         figure_probas["cross-entropy + nc temperature"] = proba
@@ -494,17 +495,15 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         proba = clf.predict_proba(F_test)  # the package's leave-one-out temperature against pi
         metrics = prediction_metrics(proba, y_test)
         calibrated = proba
-        loo_proba = _loo_proba(clf)
+        loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_, clf.intercept_)
+        loo_proba = _softmax_t(loo, clf.temperature_)  # out-of-sample probabilities of the training points
         extra = dict(ece_loo_temperature=metrics["ece"], temperature=clf.temperature_)
         if cfg["nc_temperature"]:
-            from sklearn_cnat._calibration import _ridge_loo_scores
-
+            # what CNATClassifier(calibration="noise_corrected") does, reusing this fit's LOO scores
             t0 = time.time()
-            counts = NoiseBudgetTransformer(pi=pi, classes=np.arange(K)).fit_transform(ev).counts
-            loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_,
-                                    clf.intercept_)
-            channel = noise_channel(counts, loo_proba)
-            t_nc = fit_noise_corrected_temperature(loo, counts, channel)
+            counts = clf.budget_.counts
+            channel = _noise_channel(counts, loo_proba)
+            t_nc = _fit_noise_corrected_temperature(loo, counts, channel)
             calibrated = _softmax_t(clf.decision_function(F_test), t_nc)
             metrics = prediction_metrics(calibrated, y_test)
             extra["temperature"] = t_nc
@@ -596,8 +595,8 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
             cv_logits = np.zeros((n, K))
             for tr, te in KFold(cfg["cleanlab_cv"], shuffle=True, random_state=seed).split(F_train):
                 cv_logits[te] = clone(clf).fit(F_train[tr], ev[tr]).decision_function(F_train[te])
-            channel = noise_channel(ev, _softmax_t(cv_logits, 1.0))
-            t_nc = fit_noise_corrected_temperature(cv_logits, ev, channel)
+            channel = _noise_channel(ev, _softmax_t(cv_logits, 1.0))
+            t_nc = _fit_noise_corrected_temperature(cv_logits, ev, channel)
             proba = _softmax_t(clf.decision_function(F_test), t_nc)
             rows.append(dict(base, method="cnat", head="softmax+nc_temperature", geometry="l1", pi="votes",
                              mapping="flat", alpha="", temperature=t_nc, train_seconds=t_train + time.time() - t0,
@@ -616,31 +615,6 @@ def run_heads(F_train, F_test, y_test, *, noise, labels, votes, cfg, mode, seed,
         plot_run_figures(Path(cfg["figures_out"]), mode, noise, certs, figure_probas, y_test, y_cert,
                          radius=cfg["radius"])
     return rows, curves
-
-
-def _loo_proba(clf):
-    """Out-of-sample (leave-one-out) probabilities of a fitted ridge CNATClassifier's training points."""
-    from scipy.special import softmax
-
-    from sklearn_cnat._calibration import _ridge_loo_scores
-
-    loo = _ridge_loo_scores(clf.train_features_, clf.budget_.pi, float(clf.alpha), clf.coef_, clf.intercept_)
-    p = softmax(loo / clf.temperature_, axis=1)
-    return p / p.sum(1, keepdims=True)
-
-
-def noise_channel(counts, pred_probs):
-    """The package's cleanlab noise-channel estimate (``sklearn_cnat._calibration``)."""
-    from sklearn_cnat._calibration import _noise_channel
-
-    return _noise_channel(counts, pred_probs)
-
-
-def fit_noise_corrected_temperature(scores, counts, channel):
-    """The package's noise-corrected temperature (``CNATClassifier(calibration="noise_corrected")``)."""
-    from sklearn_cnat._calibration import _fit_noise_corrected_temperature
-
-    return _fit_noise_corrected_temperature(scores, counts, channel)
 
 
 def _softmax_t(scores, t):

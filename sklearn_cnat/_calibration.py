@@ -54,6 +54,11 @@ def _fit_temperature(scores, targets, bounds=(1e-3, 1e3)):
     def nll(log_t):
         return -float(np.mean(np.sum(targets * log_softmax(scores / np.exp(log_t), axis=1), axis=1)))
 
+    return _minimise_over_log_temperature(nll, bounds)
+
+
+def _minimise_over_log_temperature(nll, bounds):
+    """``exp`` of the minimiser of ``nll(log T)`` over ``log T`` in ``log(bounds)`` (bounded Brent)."""
     res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded",
                                          options={"xatol": 1e-6})
     return float(np.exp(res.x))
@@ -85,6 +90,4 @@ def _fit_noise_corrected_temperature(scores, counts, channel, bounds=(1e-3, 1e3)
         q = np.exp(log_softmax(scores / np.exp(log_t), axis=1)) @ np.asarray(channel).T
         return -float(np.sum(counts * np.log(np.clip(q, 1e-300, None))) / len(scores))
 
-    res = scipy.optimize.minimize_scalar(nll, bounds=np.log(bounds), method="bounded",
-                                         options={"xatol": 1e-6})
-    return float(np.exp(res.x))
+    return _minimise_over_log_temperature(nll, bounds)

@@ -29,7 +29,6 @@ _SIMPLEX_ATOL = 1e-6
 _EVIDENCE_KINDS = ("counts", "annotators", "labels", "multiannotator")
 
 
-
 # --------------------------------------------------------------------------- NoiseBudget
 
 
