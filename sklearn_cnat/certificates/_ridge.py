@@ -71,6 +71,39 @@ def _ridge_fit(F, Q, alpha):
     return coef, intercept
 
 
+def _ridge_scores(F, coef, intercept):
+    """Served scores ``F @ coef + intercept`` in a fixed, batch-invariant order.
+
+    Each row's scores are ``fl(...fl(fl(b + fl(f_0 c_0)) + fl(f_1 c_1)) ... )``: elementwise
+    IEEE products and sums accumulated over the features in index order, so a row's
+    scores depend only on that row, never on the other rows evaluated with it (a BLAS
+    product may change its blocking, and so its rounding, with the number of rows). This
+    is what makes "the prediction ``predict(x)`` serves" a function of ``x`` alone, which
+    the certificates speak of (docs/certificates.md, "Served predictions").
+
+    Parameters
+    ----------
+    F : ndarray of shape (n_samples, n_features)
+    coef : ndarray of shape (n_features, n_classes)
+    intercept : ndarray of shape (n_classes,)
+
+    Returns
+    -------
+    scores : ndarray of shape (n_samples, n_classes), float64
+    """
+    F = np.asarray(F, dtype=np.float64)
+    coef = np.asarray(coef, dtype=np.float64)
+    out = np.empty((F.shape[0], coef.shape[1]))
+    step = max(1, 2**20 // max(coef.shape[1], 1))
+    for start in range(0, F.shape[0], step):
+        block = F[start:start + step]
+        acc = np.broadcast_to(np.asarray(intercept, dtype=np.float64), (block.shape[0], coef.shape[1])).copy()
+        for j in range(coef.shape[0]):
+            acc += block[:, j:j + 1] * coef[j]
+        out[start:start + step] = acc
+    return out
+
+
 class _RidgeSystem:
     """Training-side quantities of the ridge learner and of the rounding allowance (C15).
 
@@ -833,7 +866,7 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     dev = torch.device(device) if device is not None else torch.device("cpu")
     # The served predictor: exactly the classifier's ridge head and decision_function.
     coef, intercept = _ridge_fit(F_train, pi, alpha)
-    scores = F_test @ coef + intercept
+    scores = _ridge_scores(F_test, coef, intercept)
     pred_np = np.argmax(scores, axis=1)
     T = F_test.shape[0]
     rows = np.arange(T)
