@@ -402,8 +402,9 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         """Logits of shape (n_samples, n_classes)."""
         self._check_fitted()
         inputs, _ = self._prepare_inputs(X, fit=False)
-        logits = self.net_.forward(self._loader_inputs(inputs), training=False)
-        return logits.detach().cpu().double().numpy()
+        from ._inference import _forward_per_point  # batch-invariant: a row's logits depend on it alone
+
+        return _forward_per_point(self.net_.module_, self._loader_inputs(inputs))[0]
 
     def decision_function(self, X):
         """Logits.

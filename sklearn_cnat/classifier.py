@@ -90,12 +90,13 @@ def _check_finite(arr, what="X"):
 
 
 def _as_array_inputs(X):
-    """Convert array-like images/features to a float32 array.
+    """Convert array-like images/features to arrays the estimators read.
 
-    2-D: feature matrix (n, d). 3-D (n, H, W): grayscale images, a channel axis is
-    added. 4-D: NCHW floats are used as given; uint8 images are scaled to [0, 1],
-    and uint8 NHWC (last axis 1, 3 or 4 channels and second axis not) is
-    transposed to NCHW. Returns (array, kind) with kind in {"features", "images"}.
+    2-D: feature matrix (n, d), float64 with the values as given (integers and uint8
+    too: a feature matrix is never rescaled). 3-D (n, H, W): grayscale images, a channel
+    axis is added. 4-D: NCHW floats are used as given (float32); uint8 images are
+    scaled to [0, 1], and uint8 NHWC (last axis 1, 3 or 4 channels and second axis not)
+    is transposed to NCHW. Returns (array, kind) with kind in {"features", "images"}.
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -124,17 +125,23 @@ def _as_array_inputs(X):
         )
     if arr.ndim == 2 and arr.shape[1] == 0:
         raise CNATValueError(f"0 feature(s) (shape={arr.shape}) while a minimum of 1 is required.")
+    if arr.ndim == 2:
+        # Feature matrices are kept in float64 as given: the ridge head is Ridge on X itself
+        # (docs/certificates.md, (C0)); rounding to float32 would serve another learner.
+        out = arr.astype(np.float64)
+        _check_finite(out)
+        return np.ascontiguousarray(out), "features"
     is_uint8 = arr.dtype == np.uint8
     if arr.ndim == 3:
         arr = arr[:, None]
-    if arr.ndim == 4 and is_uint8 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
+    if is_uint8 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
         arr = arr.transpose(0, 3, 1, 2)
     out = arr.astype(np.float32)
     if is_uint8:
         out /= 255.0
     else:
         _check_finite(out)
-    return np.ascontiguousarray(out), ("features" if out.ndim == 2 else "images")
+    return np.ascontiguousarray(out), "images"
 
 
 def _instantiate_module(module, n_features, n_classes, in_channels, module_kwargs):
@@ -191,6 +198,22 @@ def _check_label_evidence(y):
             raise CNATValueError("Unknown label type: continuous. y holds non-integer floats; a classifier "
                                  "needs class labels, vote counts or annotator labels")
     return arr
+
+
+def _served_certificate(cert, served):
+    """``cert`` restricted to the points where it speaks of the class ``predict`` serves.
+
+    The engines recompute the head's prediction; wherever it differs from ``served`` (the
+    labels ``predict`` returns for the same features) the point is reported with the served
+    label and uncertified, so that a certified point's prediction is always the served one
+    (docs/certificates.md, "Served predictions").
+    """
+    import dataclasses
+
+    same = cert.prediction == served
+    if same.all():
+        return cert
+    return dataclasses.replace(cert, prediction=served, certified=cert.certified & same)
 
 
 # --------------------------------------------------------------------------- skorch net
@@ -279,6 +302,13 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         After training, re-estimate the module's BatchNorm running statistics on the
         training inputs at the final weights
         (:func:`~sklearn_cnat.models.recalibrate_batchnorm`); no effect without BatchNorm.
+    scope : {None, "model", "head"}, default=None
+        What the certificates cover. ``None``: "model" when the estimator sees no
+        training on these labels (``module="linear"``, or ``max_epochs=0``), else
+        "head". Declare ``"head"`` when ``X`` (or a module instance passed in) comes
+        from a representation fine-tuned on these same labels: the estimator cannot
+        see that, and "model" would then overstate the certificate. ``"model"`` for a
+        network trained here raises.
     accelerator : accelerate.Accelerator or None, default=None
         Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
     device : str, default="cpu"
@@ -304,9 +334,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     train_features_ : ndarray of shape (n_samples, n_features)
         Feature map of the training set (``head="ridge"``), kept for certificates.
     scope_ : {"model", "head"}
-        What the certificates cover: "model" when the features do not depend on
-        the training labels (``module="linear"`` or ``max_epochs=0``), else
-        "head" (conditional on the learned representation).
+        What the certificates cover (``scope``): "model" when the features do not
+        depend on the training labels, "head" when they may (the statement is then
+        conditional on the learned representation).
     n_features_in_ : int
         Only for 2-D feature matrices.
 
@@ -341,6 +371,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction=None,
         calibration="loo",
         recalibrate_bn=True,
+        scope=None,
         accelerator=None,
         device="cpu",
         verbose=0,
@@ -363,6 +394,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.calibration = calibration
         self.recalibrate_bn = recalibrate_bn
+        self.scope = scope
         self.accelerator = accelerator
         self.device = device
         self.verbose = verbose
@@ -394,10 +426,25 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                                  f"head={self.head!r} reports the network's softmax")
         if not isinstance(self.recalibrate_bn, (bool, np.bool_)):
             raise CNATValueError(f"recalibrate_bn must be True or False, got {self.recalibrate_bn!r}")
+        if self.scope not in (None, "model", "head"):
+            raise CNATValueError(f"scope must be None, 'model' or 'head', got {self.scope!r}")
         vf = self.validation_fraction
         if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
             raise CNATValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}")
         _resolve_optimizer(self.optimizer)
+
+    def _resolve_scope(self):
+        """``scope_``: declared, or "model" when the estimator sees no training on these labels."""
+        trained = self.module != "linear" and self.max_epochs > 0
+        if self.scope is None:
+            return "head" if trained else "model"
+        if self.scope == "model" and trained:
+            raise CNATValueError(
+                f"scope='model' is not sound here: the network is trained for {self.max_epochs} epoch(s) on "
+                "these labels, so the features depend on them; use scope='head' (or None), or train the "
+                "representation on other rows (PartitionAggregationClassifier certifies whole networks)"
+            )
+        return self.scope
 
     def _prepare_inputs(self, X, *, fit):
         """Return (inputs, n_samples) where inputs is a float32 array or a torch Dataset."""
@@ -550,7 +597,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.asarray(budget.classes_)
         k = len(self.classes_)
         seed = self._seed()
-        self.scope_ = "model" if (self.module == "linear" or self.max_epochs == 0) else "head"
+        self.scope_ = self._resolve_scope()
 
         if self.module == "linear" and self.head in ("ridge", "robust_softmax"):
             # the head alone, on the given features: no network to train
@@ -576,9 +623,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                     _recalibrate_net_batchnorm(net, dataset)
         self.net_ = net
         if self.head == "ridge":
-            self._fit_ridge_head(self._features(inputs))
+            self._fit_ridge_head(self._features(inputs, served=False))
         elif self.head == "robust_softmax":
-            self._fit_robust_softmax_head(self._features(inputs))
+            self._fit_robust_softmax_head(self._features(inputs, served=False))
         return self
 
     def _fit_ridge_head(self, features):
@@ -613,10 +660,19 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         k = len(self.classes_)
         return _EvidenceDataset(inputs, torch.zeros(len(inputs), k + 2))
 
-    def _features(self, inputs):
-        """Feature map (input of the last linear layer) as float64 (n, d)."""
+    def _features(self, inputs, served=True):
+        """Feature map (input of the last linear layer) as float64 (n, d).
+
+        ``served=True``: every point evaluated alone (batch-invariant, what ``predict``
+        and ``certify`` read); ``served=False``: in batches (the training features the
+        head is fitted on, computed once in ``fit``).
+        """
         if self.net_ is None:
             return np.asarray(inputs, dtype=np.float64)
+        if served:
+            from ._inference import _forward_per_point
+
+            return _forward_per_point(self.net_.module_, self._loader_inputs(inputs), features=True)[1]
         from .models import find_last_linear
 
         head = find_last_linear(self.net_.module_)
@@ -667,9 +723,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         inputs, _ = self._prepare_inputs(X, fit=False)
         if self.head in ("ridge", "robust_softmax"):
-            return self._features(inputs) @ self.coef_ + self.intercept_
-        logits = self.net_.forward(self._loader_inputs(inputs), training=False)
-        return logits.detach().cpu().double().numpy()
+            return self._head_scores(self._features(inputs))
+        from ._inference import _forward_per_point
+
+        return _forward_per_point(self.net_.module_, self._loader_inputs(inputs))[0]
 
     def predict_proba(self, X):
         """Class probabilities of shape (n_samples, n_classes).
@@ -742,15 +799,22 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         inputs, _ = self._prepare_inputs(X, fit=False)
         common = dict(alpha=float(self.alpha), tier=tier, geometry=self.geometry, m=m, delta=delta,
                       scope=self.scope_, classes=self.classes_)
+        features = self._features(inputs)
         if self.head == "ridge":
             from .certificates import certify_ridge
 
-            return certify_ridge(self.train_features_, self.budget_, self._features(inputs), **common)
-        from .certificates._softmax import certify_softmax_head
+            cert = certify_ridge(self.train_features_, self.budget_, features, **common)
+        else:
+            from .certificates._softmax import certify_softmax_head
 
-        return certify_softmax_head(self.train_features_, self.budget_, self._features(inputs),
-                                    coef=self.coef_, intercept=self.intercept_, grad_norm=self.grad_norm_,
-                                    **common)
+            cert = certify_softmax_head(self.train_features_, self.budget_, features, coef=self.coef_,
+                                        intercept=self.intercept_, grad_norm=self.grad_norm_, **common)
+        return _served_certificate(cert, self.classes_[np.argmax(self._head_scores(features), axis=1)])
+
+    def _head_scores(self, features):
+        from .certificates._ridge import _ridge_scores
+
+        return _ridge_scores(features, self.coef_, self.intercept_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -461,8 +461,10 @@ class _Bounds:
 
 def _test_side(Xt, coef, intercept, w_norm):
     """Prediction, nominal margin, ||x||, allowance tau and the radius threshold of (H7)."""
-    # Scores as the estimator computes them; prediction ties to the lowest index.
-    scores = Xt[:, :-1] @ coef + intercept
+    # Scores as the estimator serves them (batch-invariant order); ties to the lowest index.
+    from ._ridge import _ridge_scores
+
+    scores = _ridge_scores(Xt[:, :-1], coef, intercept)
     pred = np.argmax(scores, axis=1)
     rows = np.arange(Xt.shape[0])
     rival = scores.copy()
