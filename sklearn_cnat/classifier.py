@@ -799,6 +799,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         inputs, _ = self._prepare_inputs(X, fit=False)
         common = dict(alpha=float(self.alpha), tier=tier, geometry=self.geometry, m=m, delta=delta,
                       scope=self.scope_, classes=self.classes_)
+        from .certificates._certificate import _warn_trivial_kl
+
+        _warn_trivial_kl(self.budget_.pi, self.budget_.rho, self.geometry, tier)
         features = self._features(inputs)
         if self.head == "ridge":
             from .certificates import certify_ridge

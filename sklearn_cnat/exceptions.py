@@ -13,7 +13,7 @@ scikit-learn's own estimators do.
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 __all__ = ["CNATError", "CNATValueError", "CNATTypeError", "NoiseBudgetError", "NotFittedError",
-           "CertificationError"]
+           "CertificationError", "TrivialCertificateWarning"]
 
 
 class CNATError(Exception):
@@ -46,4 +46,13 @@ class CertificationError(CNATError, ValueError):
     For instance a tier that an engine cannot certify, or a model whose
     training does not satisfy the assumptions of the engine's proof. The
     package never falls back silently to a weaker statement.
+    """
+
+
+class TrivialCertificateWarning(UserWarning):
+    """Warned when a certificate is true for a trivial reason.
+
+    For instance tier "bounded" with a KL ball around a one-hot ``pi``: that ball holds
+    only the vertex itself, so the rows concerned are certified against no change at
+    all, and such coverage is not comparable with l1 coverage.
     """

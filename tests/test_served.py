@@ -210,3 +210,25 @@ def test_scope_declared_and_refused():
                        scope="model").fit(X.astype(np.float32), y)
     with pytest.raises(CNATValueError, match="scope must be"):
         CNATClassifier(scope="whole").fit(X, y)
+
+
+# ----------------------------------------------------------------------------- trivial KL sets
+
+
+def test_kl_ball_around_one_hot_warns():
+    from sklearn_cnat.exceptions import TrivialCertificateWarning
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(60, 3))
+    y = rng.integers(0, 3, 60)
+    clf = CNATClassifier(head="ridge", geometry="kl",
+                         budget=NoiseBudgetTransformer(pi="onehot", radius=0.05)).fit(X, np.eye(3, dtype=int)[y] * 3)
+    with pytest.warns(TrivialCertificateWarning, match="one-hot pi"):
+        clf.certify(X[:5], tier="bounded")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrivialCertificateWarning)
+        clf.certify(X[:5], tier="flip", m=1)  # the flip tier does not read the sets
+        CNATClassifier(head="ridge", geometry="l1", budget=NoiseBudgetTransformer(pi="onehot", radius=0.05)) \
+            .fit(X, y).certify(X[:5], tier="bounded")

@@ -4,12 +4,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..exceptions import CertificationError
+from ..exceptions import CertificationError, TrivialCertificateWarning
 
 __all__ = ["Certificate"]
 
 _TIERS = ("bounded", "flip", "stochastic")
 _SCOPES = ("model", "head")
+
+
+def _warn_trivial_kl(pi, rho, geometry, tier, stacklevel=3):
+    """Warn when tier "bounded" meets KL sets around one-hot ``pi`` (single points).
+
+    ``KL(q || pi) <= rho`` with ``pi`` a vertex forces ``q = pi``: those rows' sets hold
+    no other distribution, whatever ``rho`` (docs/certificates.md, Lemma 3).
+    """
+    import warnings
+
+    if tier != "bounded" or geometry not in ("kl", "kl_l1") or rho is None:
+        return
+    pi = np.asarray(pi)
+    rho = np.broadcast_to(np.asarray(rho, dtype=np.float64), (pi.shape[0],))
+    vertex = ((pi > 0).sum(axis=1) == 1) & (rho > 0)
+    if vertex.any():
+        warnings.warn(
+            f"{int(vertex.sum())} of {pi.shape[0]} training rows have a one-hot pi with geometry "
+            f"{geometry!r}: a KL ball around a vertex holds only that vertex, so these rows are certified "
+            "against no change at all and the coverage is not comparable with l1 coverage; use "
+            "geometry='l1', or pi from the votes (NoiseBudgetTransformer(pi='votes'))",
+            TrivialCertificateWarning, stacklevel=stacklevel)
 
 
 def _per_point(value, name, n, dtype=None, optional=False):
