@@ -86,6 +86,10 @@ class Certificate:
     classes : array-like of shape (n_classes,) or None, default=None
         Class labels in column order; used to read vote matrices in
         :meth:`certified_accuracy`. ``None`` means ``arange(n_classes)``.
+    covers : array-like of bool of shape (n_train,) or None, default=None
+        Which training rows' labels the statement is about: the tiers let exactly
+        these rows' labels change (the others are held as trained, e.g. the rows a
+        frozen backbone learned from). ``None`` means every training row.
 
     Examples
     --------
@@ -113,6 +117,7 @@ class Certificate:
     delta_min: np.ndarray = None
     m: int = None
     classes: np.ndarray = field(default=None, repr=False)
+    covers: np.ndarray = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.tier not in _TIERS:
@@ -154,6 +159,14 @@ class Certificate:
             if classes.ndim != 1:
                 raise CertificationError(f"Certificate.classes must be 1-D, got shape {classes.shape}")
             set_(self, "classes", classes)
+        if self.covers is not None:
+            covers = np.asarray(self.covers)
+            if covers.ndim != 1 or covers.dtype != bool:
+                raise CertificationError(f"Certificate.covers must be a 1-D boolean array, got dtype "
+                                         f"{covers.dtype} and shape {covers.shape}")
+            covers = covers.copy()
+            covers.setflags(write=False)
+            set_(self, "covers", covers)
 
     def __len__(self):
         return self.prediction.shape[0]
