@@ -1,12 +1,14 @@
-"""Batch-invariant evaluation of a trained network (docs/certificates.md, "Served predictions").
+"""Evaluation of a trained network: batch-invariant served outputs, batched training features.
 
 A network evaluated on a batch computes each row with kernels (GEMM blocking, convolution
 algorithm) chosen for the batch's shape, so the float32 outputs of one input move by about
 1e-7 with the other inputs beside it. A certificate speaks of one prediction per point; for
 ``predict(x)`` alone and ``certify(batch)`` to speak of the same one, the served outputs of
-a point must be a function of that point only. Evaluating every point in a forward pass of
-its own gives exactly that: the same input meets the same kernels every time (on one
-machine and thread setting), whatever else is being predicted.
+a point must be a function of that point only (docs/certificates.md, section 7). Evaluating
+every point in a forward pass of its own (with its mirror image, under flip test-time
+augmentation: a batch fixed by the point alone) gives exactly that: the same input meets
+the same kernels every time (on one machine and thread setting), whatever else is being
+predicted. Training features, computed once in ``fit``, are evaluated in batches.
 """
 
 import numpy as np
@@ -15,14 +17,55 @@ import torch
 __all__ = []
 
 
-def _module_device(module, default):
+def _module_device(module):
     for p in module.parameters():
         return p.device
-    return torch.device(default) if default is not None else torch.device("cpu")
+    return torch.device("cpu")
+
+
+def _item_input(item):
+    return item[0] if isinstance(item, (tuple, list)) else item
 
 
 @torch.no_grad()
-def _forward_per_point(module, dataset, *, device=None, features=False):
+def _evaluate(module, batches, *, features, tta):
+    """Logits and (optionally) head inputs for an iterable of input batches, in eval mode."""
+    from .models import find_last_linear
+
+    dev = _module_device(module)
+    captured = []
+    hook = None
+    if features:
+        hook = find_last_linear(module).register_forward_hook(
+            lambda m, inp, out: captured.append(inp[0].detach().reshape(inp[0].shape[0], -1)))
+    was_training = module.training
+    module.eval()
+    logits, feats = [], []
+    try:
+        for xb in batches:
+            xb = xb.to(dev)
+            views = [xb, xb.flip(-1)] if tta else [xb]
+            outs = []
+            for view in views:
+                n_before = len(captured)
+                outs.append(module(view).detach().reshape(len(view), -1).to("cpu", torch.float64))
+                if features and len(captured) != n_before + 1:
+                    raise RuntimeError("the module's last torch.nn.Linear layer must run exactly once per "
+                                       "forward pass for the feature map to be defined")
+            logits.append(sum(outs) / len(outs))
+            if features:
+                views_f = [captured.pop().to("cpu", torch.float64) for _ in views][::-1]
+                feats.append(sum(views_f) / len(views_f))
+    finally:
+        if hook is not None:
+            hook.remove()
+        module.train(was_training)
+    out_logits = torch.cat(logits).numpy() if logits else np.zeros((0, 0))
+    out_feats = (torch.cat(feats).numpy() if feats else np.zeros((0, 0))) if features else None
+    return out_logits, out_feats
+
+
+def _forward_per_point(module, dataset, *, features=False, tta=False):
     """Logits (and the feature map) of each point of ``dataset``, each evaluated alone.
 
     Parameters
@@ -32,40 +75,26 @@ def _forward_per_point(module, dataset, *, device=None, features=False):
         mode is restored afterwards.
     dataset : torch Dataset
         Item ``i`` is the input of point ``i`` or a tuple whose first item is that input.
-    device : str, torch.device or None
-        Where to evaluate; ``None``: the device of the module's parameters.
     features : bool, default=False
         Also return the input of the module's last ``torch.nn.Linear`` layer.
+    tta : bool, default=False
+        Average over the image and its horizontal flip (the pair is evaluated as one
+        batch of two, fixed by the point alone).
 
     Returns
     -------
     logits : ndarray of shape (n_samples, n_outputs), float64
     features : ndarray of shape (n_samples, n_features), float64, or None
     """
-    from .models import find_last_linear
+    batches = (torch.as_tensor(_item_input(dataset[i])).unsqueeze(0) for i in range(len(dataset)))
+    return _evaluate(module, batches, features=features, tta=tta)
 
-    dev = _module_device(module, device) if device is None else torch.device(device)
-    captured = []
-    hook = None
-    if features:
-        head = find_last_linear(module)
-        hook = head.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach().reshape(-1)))
-    was_training = module.training
-    module.eval()
-    outputs = []
-    try:
-        for i in range(len(dataset)):
-            item = dataset[i]
-            x = item[0] if isinstance(item, (tuple, list)) else item
-            out = module(torch.as_tensor(x).unsqueeze(0).to(dev))
-            outputs.append(out.detach().reshape(-1).to("cpu", torch.float64))
-    finally:
-        if hook is not None:
-            hook.remove()
-        module.train(was_training)
-    n = len(outputs)
-    logits = torch.stack(outputs).numpy() if n else np.zeros((0, 0))
-    if not features:
-        return logits, None
-    feats = torch.stack([c.to("cpu", torch.float64) for c in captured]).numpy() if n else np.zeros((0, 0))
-    return logits, feats
+
+def _forward_batched(module, dataset, *, batch_size=512, features=False, tta=False):
+    """As :func:`_forward_per_point`, in batches of ``batch_size`` (not batch-invariant)."""
+    def batches():
+        for start in range(0, len(dataset), batch_size):
+            yield torch.stack([torch.as_tensor(_item_input(dataset[i]))
+                               for i in range(start, min(start + batch_size, len(dataset)))])
+
+    return _evaluate(module, batches(), features=features, tta=tta)

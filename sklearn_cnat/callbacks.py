@@ -1,9 +1,11 @@
 """skorch callbacks for CNAT training: budget curriculum and calibration monitoring."""
 
+import math
+
 import numpy as np
 from skorch.callbacks import Callback, EpochScoring
 
-__all__ = ["BudgetCurriculum", "ValidECE"]
+__all__ = ["BudgetCurriculum", "ValidECE", "WarmupDecay"]
 
 
 class BudgetCurriculum(Callback):
@@ -51,3 +53,37 @@ class ValidECE(EpochScoring):
 
     def __init__(self, name="valid_ece"):
         super().__init__(scoring=_valid_ece, lower_is_better=True, on_train=False, name=name)
+
+
+class WarmupDecay:
+    """Learning-rate factor per optimizer step: linear warm-up, then linear or cosine decay to 0.
+
+    A picklable ``lr_lambda`` for :class:`torch.optim.lr_scheduler.LambdaLR` stepped every
+    batch (``skorch.callbacks.LRScheduler(..., step_every="batch")``), which
+    ``CNATClassifier(lr_schedule="onecycle" | "cosine")`` sets up. Step ``s`` of
+    ``total_steps`` gets ``(s + 1) / w`` for ``s < w = warmup * total_steps``, then
+    ``(total - s) / (total - w)`` (linear) or ``(1 + cos(pi (s - w) / (total - w))) / 2``
+    (cosine); 0 after the last step.
+
+    Parameters
+    ----------
+    total_steps : int
+    warmup : float, default=0.2
+        Fraction of the steps spent warming up.
+    shape : {"linear", "cosine"}, default="linear"
+    """
+
+    def __init__(self, total_steps, warmup=0.2, shape="linear"):
+        self.total_steps = int(total_steps)
+        self.warmup = float(warmup)
+        self.shape = shape
+
+    def __call__(self, step):
+        total = max(self.total_steps, 1)
+        w = max(self.warmup * total, 1.0)
+        if step < w:
+            return (step + 1) / w
+        frac = min(max((step - w) / max(total - w, 1.0), 0.0), 1.0)
+        if self.shape == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * frac))
+        return 1.0 - frac

@@ -200,6 +200,17 @@ def _check_label_evidence(y):
     return arr
 
 
+def _take(inputs, rows):
+    """Rows ``rows`` of an input array or torch Dataset (no copy when all rows, in order)."""
+    if len(rows) == len(inputs) and np.array_equal(rows, np.arange(len(inputs))):
+        return inputs
+    if _is_torch_dataset(inputs):
+        from torch.utils.data import Subset
+
+        return Subset(inputs, [int(i) for i in rows])
+    return inputs[rows]
+
+
 def _served_certificate(cert, served):
     """``cert`` restricted to the points where it speaks of the class ``predict`` serves.
 
@@ -226,6 +237,26 @@ class _CNATNet(NeuralNet):
     """
 
     budget_scale = 1.0
+    autocast_dtype = None  # torch dtype of the training autocast, None for float32
+    channels_last = False
+    augment_fn = None  # callable(batch, generator), applied to training batches only
+    augment_generator = None
+
+    def infer(self, x, **fit_params):
+        """Forward pass; in training: seeded augmentation and autocast (sklearn_cnat._precision)."""
+        if not isinstance(x, torch.Tensor):
+            return super().infer(x, **fit_params)
+        x = x.to(self.device) if self.device is not None else x
+        if x.ndim == 4 and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        training = self.module_.training
+        if training and self.augment_fn is not None:
+            x = self.augment_fn(x, self.augment_generator)
+        if training and self.autocast_dtype is not None:
+            with torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype):
+                out = self.module_(x, **fit_params)
+            return out.float()
+        return self.module_(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         k = y_pred.shape[1]
@@ -261,9 +292,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         are tunable. ``None`` means ``NoiseBudgetTransformer()``.
     geometry : {"l1", "kl", "kl_l1"}, default="l1"
         Uncertainty set used by the loss and by the certificates.
-    head : {"softmax", "ridge", "robust_softmax"}, default="softmax"
+    head : {"ridge", "softmax", "robust_softmax"}, default="ridge"
         ``"softmax"``: predictions from the CNAT-trained network (no certificate
-        engine). ``"ridge"``: after training, a ridge head with the semantics of
+        engine). ``"ridge"`` (the default, so that a default-constructed estimator
+        certifies): after training, a ridge head with the semantics of
         ``sklearn.linear_model.Ridge(alpha=alpha)`` is fitted on the feature map
         (the input of the module's last linear layer) and the nominal ``pi``; it
         makes the predictions and is certified exactly, all tiers (see
@@ -309,6 +341,38 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         from a representation fine-tuned on these same labels: the estimator cannot
         see that, and "model" would then overstate the certificate. ``"model"`` for a
         network trained here raises.
+    feature_split : float in (0, 1) or None, default=None
+        Split representation: the backbone is trained (CNAT loss) on a seeded
+        fraction ``feature_split`` of the rows and frozen; the head is fitted on the
+        other rows. No label of a head row reaches the backbone, so certificates have
+        scope "model" for the head rows' labels (``Certificate.covers``, ``head_rows_``;
+        the backbone rows' labels are not covered). The split depends only on
+        ``n_samples`` and ``random_state``; it needs row-wise budgets
+        (``NoiseBudget.rowwise``: vote counts or declared classes, a row-wise mapping).
+    train_backbone : bool, default=True
+        ``False``: the module is a fixed feature map (e.g. a pretrained model loaded
+        with ``torch.load(..., weights_only=True)``): nothing is trained but the
+        head, BatchNorm statistics are left as loaded, and certificates have scope
+        "model" for every row. Needs ``head="ridge"`` or ``"robust_softmax"``.
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Autocast dtype of network training. ``"auto"``: bfloat16 on a CPU that
+        computes it natively (AMX-BF16 or AVX512-BF16, detected at run time), float32
+        on other CPUs, mixed precision on CUDA (see ``sklearn_cnat._precision``).
+        Served outputs, the head, certificates and calibration are float32/float64.
+    augment : {"auto", None, "flip", "translate", "flip_translate"} or callable, default="auto"
+        Seeded on-the-fly augmentation of training batches (random horizontal flip,
+        translation by up to 2 pixels with reflect padding). ``"auto"``: flip and
+        translate for colour images of at least 16 x 16 pixels, nothing otherwise. A
+        callable receives ``(batch, generator)`` and returns the batch.
+    tta : {"auto", True, False}, default="auto"
+        Flip test-time augmentation: served logits and features are the mean over the
+        image and its mirror image (``predict_proba``, ``decision_function``,
+        ``feature_map``, certificates, and the head's training features). ``"auto"``:
+        on when ``augment`` flips.
+    lr_schedule : {None, "onecycle", "cosine"}, default=None
+        Per-step learning-rate factor: linear warm-up over the first 20 % of the steps,
+        then linear (``"onecycle"``) or cosine decay to 0
+        (:class:`~sklearn_cnat.callbacks.WarmupDecay` through skorch's ``LRScheduler``).
     accelerator : accelerate.Accelerator or None, default=None
         Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
     device : str, default="cpu"
@@ -331,8 +395,14 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     temperature_ : float
         Temperature of the ridge head's probabilities (``head="ridge"``), fitted on
         leave-one-out training scores (``calibration``).
-    train_features_ : ndarray of shape (n_samples, n_features)
-        Feature map of the training set (``head="ridge"``), kept for certificates.
+    train_features_ : ndarray of shape (n_head_rows, n_features)
+        Feature map of the head's training rows (``head="ridge"``), kept for
+        certificates.
+    head_rows_ : ndarray of bool of shape (n_samples,)
+        Rows the head is fitted on (all rows unless ``feature_split``); the rows whose
+        labels the certificates cover (``Certificate.covers``).
+    tta_ : bool
+        Whether served outputs use flip test-time augmentation.
     scope_ : {"model", "head"}
         What the certificates cover (``scope``): "model" when the features do not
         depend on the training labels, "head" when they may (the statement is then
@@ -357,7 +427,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         *,
         budget=None,
         geometry="l1",
-        head="softmax",
+        head="ridge",
         alpha=1.0,
         mode="worst",
         max_epochs=10,
@@ -372,6 +442,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         calibration="loo",
         recalibrate_bn=True,
         scope=None,
+        feature_split=None,
+        train_backbone=True,
+        precision="auto",
+        augment="auto",
+        tta="auto",
+        lr_schedule=None,
         accelerator=None,
         device="cpu",
         verbose=0,
@@ -395,10 +471,26 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.recalibrate_bn = recalibrate_bn
         self.scope = scope
+        self.feature_split = feature_split
+        self.train_backbone = train_backbone
+        self.precision = precision
+        self.augment = augment
+        self.tta = tta
+        self.lr_schedule = lr_schedule
         self.accelerator = accelerator
         self.device = device
         self.verbose = verbose
         self.random_state = random_state
+
+    def set_params(self, **params):
+        """Set parameters; ``budget__<name>`` on the default ``budget=None`` builds it first.
+
+        ``budget=None`` means ``NoiseBudgetTransformer()``, so a default-constructed
+        estimator can be tuned over ``budget__mapping`` etc. as if it held one.
+        """
+        if self.budget is None and "budget" not in params and any(k.startswith("budget__") for k in params):
+            super().set_params(budget=NoiseBudgetTransformer())
+        return super().set_params(**params)
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,6 +518,32 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                                  f"head={self.head!r} reports the network's softmax")
         if not isinstance(self.recalibrate_bn, (bool, np.bool_)):
             raise CNATValueError(f"recalibrate_bn must be True or False, got {self.recalibrate_bn!r}")
+        fs = self.feature_split
+        if fs is not None:
+            if isinstance(fs, bool) or not (isinstance(fs, numbers.Real) and 0 < fs < 1):
+                raise CNATValueError(f"feature_split must be a fraction in (0, 1) or None, got {fs!r}")
+            if self.module == "linear":
+                raise CNATValueError("feature_split needs a network module (module='linear' has no backbone)")
+            if not self.train_backbone:
+                raise CNATValueError("feature_split splits the rows between backbone training and the head; "
+                                     "with train_backbone=False there is no backbone training")
+            if self.head not in ("ridge", "robust_softmax"):
+                raise CNATValueError("feature_split needs head='ridge' or 'robust_softmax' (the head fitted on "
+                                     "the rows the backbone did not see)")
+        if not isinstance(self.train_backbone, (bool, np.bool_)):
+            raise CNATValueError(f"train_backbone must be True or False, got {self.train_backbone!r}")
+        if not self.train_backbone:
+            if self.module == "linear" or not isinstance(self.module, nn.Module) and not callable(self.module):
+                raise CNATValueError("train_backbone=False needs a module (a trained torch.nn.Module instance, "
+                                     "or a factory) to use as a fixed feature map")
+            if self.head not in ("ridge", "robust_softmax"):
+                raise CNATValueError("train_backbone=False needs head='ridge' or 'robust_softmax': nothing else "
+                                     "is trained")
+        from ._precision import _autocast_dtype
+
+        _autocast_dtype(self.precision, self.device)
+        if self.lr_schedule not in (None, "onecycle", "cosine"):
+            raise CNATValueError(f"lr_schedule must be None, 'onecycle' or 'cosine', got {self.lr_schedule!r}")
         if self.scope not in (None, "model", "head"):
             raise CNATValueError(f"scope must be None, 'model' or 'head', got {self.scope!r}")
         vf = self.validation_fraction
@@ -434,15 +552,17 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         _resolve_optimizer(self.optimizer)
 
     def _resolve_scope(self):
-        """``scope_``: declared, or "model" when the estimator sees no training on these labels."""
-        trained = self.module != "linear" and self.max_epochs > 0
+        """``scope_``: declared, or "model" when no label the certificate covers reaches the features."""
+        trained = self.module != "linear" and self.max_epochs > 0 and self.train_backbone
+        covered_reach_features = trained and self.feature_split is None
         if self.scope is None:
-            return "head" if trained else "model"
-        if self.scope == "model" and trained:
+            return "head" if covered_reach_features else "model"
+        if self.scope == "model" and covered_reach_features:
             raise CNATValueError(
                 f"scope='model' is not sound here: the network is trained for {self.max_epochs} epoch(s) on "
-                "these labels, so the features depend on them; use scope='head' (or None), or train the "
-                "representation on other rows (PartitionAggregationClassifier certifies whole networks)"
+                "these labels, so the features depend on them; use scope='head' (or None), "
+                "feature_split=... (backbone and head on disjoint rows), train_backbone=False (a frozen "
+                "backbone), or PartitionAggregationClassifier"
             )
         return self.scope
 
@@ -504,7 +624,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             return int(rs.randint(0, 2**31 - 1))
         return int(rs)
 
-    def _build_net(self, inputs, n_classes, seed):
+    def _build_net(self, inputs, n_classes, seed, n_train=None, augment_fn=None):
         n_features = inputs.shape[1] if self._input_kind == "features" else None
         in_channels = inputs.shape[1] if self._input_kind == "images" else None
         module = _instantiate_module(self.module, n_features, n_classes, in_channels, self.module_kwargs)
@@ -519,6 +639,18 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("budget_curriculum", BudgetCurriculum(self.curriculum_epochs)))
         if self.verbose:
             callbacks.append(("progress_bar", ProgressBar()))
+        if self.lr_schedule is not None and self.max_epochs:
+            from skorch.callbacks import LRScheduler
+
+            from .callbacks import WarmupDecay
+
+            n_fit = n_train if n_train is not None else len(inputs)
+            if self.validation_fraction is not None:
+                n_fit = n_fit - int(np.ceil(self.validation_fraction * n_fit))
+            steps = self.max_epochs * max(1, int(np.ceil(n_fit / self.batch_size)))
+            callbacks.append(("lr_schedule", LRScheduler(
+                policy=torch.optim.lr_scheduler.LambdaLR, step_every="batch",
+                lr_lambda=WarmupDecay(steps, shape="linear" if self.lr_schedule == "onecycle" else "cosine"))))
         train_split = None
         if self.validation_fraction is not None:
             train_split = ValidSplit(self.validation_fraction, stratified=False, random_state=seed)
@@ -548,6 +680,14 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             **kwargs,
         )
+        from ._precision import _autocast_dtype
+
+        if self.accelerator is None:
+            net.autocast_dtype = _autocast_dtype(self.precision, self.device)
+        net.channels_last = self._input_kind == "images"
+        net.augment_fn = augment_fn
+        net.augment_generator = torch.Generator().manual_seed(
+            seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]))
         return net
 
     def _check_module_output(self, net, dataset, n_classes):
@@ -598,35 +738,70 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         k = len(self.classes_)
         seed = self._seed()
         self.scope_ = self._resolve_scope()
+        backbone_rows, head_rows = self._split_rows(n, budget, seed)
+        self.head_rows_ = np.zeros(n, dtype=bool)
+        self.head_rows_[head_rows] = True
 
         if self.module == "linear" and self.head in ("ridge", "robust_softmax"):
             # the head alone, on the given features: no network to train
             self.net_ = None
+            self.tta_ = False
             if self._input_kind != "features":
                 raise CNATValueError("module='linear' needs a 2-D feature matrix X of shape (n_samples, n_features)")
-            features = inputs.astype(np.float64)
-            if self.head == "ridge":
-                self._fit_ridge_head(features)
-            else:
-                self._fit_robust_softmax_head(features)
+            self._fit_head(inputs.astype(np.float64))
             return self
 
-        dataset = _EvidenceDataset(inputs, self._targets(budget))
+        from ._augment import _resolve_augment, _resolve_tta
+
+        shape = getattr(self, "_input_shape", None)
+        augment_fn = _resolve_augment(self.augment, self._input_kind, shape)
+        self.tta_ = _resolve_tta(self.tta, augment_fn, self._input_kind)
+        train_inputs = _take(inputs, backbone_rows)
+        dataset = _EvidenceDataset(train_inputs, self._targets(budget[backbone_rows]))
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            net = self._build_net(inputs, k, seed)
+            net = self._build_net(inputs, k, seed, n_train=len(backbone_rows), augment_fn=augment_fn)
             self._check_module_output(net, dataset, k)
-            if self.max_epochs:
+            if net.channels_last:
+                net.module_.to(memory_format=torch.channels_last)
+            if self.max_epochs and self.train_backbone:
                 net.partial_fit(dataset, y=None)  # initialised above; partial_fit keeps those weights
                 if self.recalibrate_bn:
                     _recalibrate_net_batchnorm(net, dataset)
         self.net_ = net
-        if self.head == "ridge":
-            self._fit_ridge_head(self._features(inputs, served=False))
-        elif self.head == "robust_softmax":
-            self._fit_robust_softmax_head(self._features(inputs, served=False))
+        if self.head in ("ridge", "robust_softmax"):
+            self._fit_head(self._features(_take(inputs, head_rows), served=False))
         return self
+
+    def _split_rows(self, n, budget, seed):
+        """Rows the backbone trains on and rows the head is fitted on (``feature_split``)."""
+        rows = np.arange(n)
+        if self.feature_split is None:
+            return rows, rows
+        if not budget.rowwise:
+            raise CNATValueError(
+                "feature_split needs row-wise budgets (budget.rowwise): with these budgets a row's radii "
+                "or pi depend on other rows' labels (mapping='piecewise', pred_probs, classes inferred from "
+                "1-D labels, annotator matrices under evidence='auto', or a hand-built NoiseBudget), so the "
+                "backbone would depend on the head rows' labels; pass vote counts or "
+                "NoiseBudgetTransformer(classes=...) with a row-wise mapping"
+            )
+        perm = np.random.RandomState(0 if seed is None else seed).permutation(n)
+        n_backbone = int(round(self.feature_split * n))
+        if n_backbone < 1 or n - n_backbone < 2:
+            raise CNATValueError(f"feature_split={self.feature_split} leaves {n_backbone} backbone row(s) and "
+                                 f"{n - n_backbone} head row(s) of {n}; both parts need rows (the head at least 2)")
+        return np.sort(perm[:n_backbone]), np.sort(perm[n_backbone:])
+
+    def _head_budget(self):
+        return self.budget_ if self.head_rows_.all() else self.budget_[np.flatnonzero(self.head_rows_)]
+
+    def _fit_head(self, features):
+        if self.head == "ridge":
+            self._fit_ridge_head(features)
+        else:
+            self._fit_robust_softmax_head(features)
 
     def _fit_ridge_head(self, features):
         from .certificates._ridge import _ridge_fit
@@ -639,12 +814,13 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         )
 
         self.train_features_ = np.asarray(features, dtype=np.float64)
-        pi, alpha = self.budget_.pi, float(self.alpha)
+        head_budget = self._head_budget()
+        pi, alpha = head_budget.pi, float(self.alpha)
         self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha)
         loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_)
         self.temperature_ = _fit_temperature(loo, pi)
         if self.calibration == "noise_corrected":
-            counts = self.budget_.counts
+            counts = head_budget.counts
             channel = _noise_channel(counts, scipy.special.softmax(loo / self.temperature_, axis=1))
             self.temperature_ = _fit_noise_corrected_temperature(loo, counts, channel)
 
@@ -653,7 +829,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
         self.train_features_ = np.asarray(features, dtype=np.float64)
         self.coef_, self.intercept_, self.grad_norm_ = fit_robust_softmax_head(
-            self.train_features_, self.budget_, alpha=float(self.alpha), geometry=self.geometry
+            self.train_features_, self._head_budget(), alpha=float(self.alpha), geometry=self.geometry
         )
 
     def _loader_inputs(self, inputs):
@@ -665,25 +841,15 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
         ``served=True``: every point evaluated alone (batch-invariant, what ``predict``
         and ``certify`` read); ``served=False``: in batches (the training features the
-        head is fitted on, computed once in ``fit``).
+        head is fitted on, computed once in ``fit``). Both average over the image and
+        its mirror image when ``tta_``.
         """
         if self.net_ is None:
             return np.asarray(inputs, dtype=np.float64)
-        if served:
-            from ._inference import _forward_per_point
+        from ._inference import _forward_batched, _forward_per_point
 
-            return _forward_per_point(self.net_.module_, self._loader_inputs(inputs), features=True)[1]
-        from .models import find_last_linear
-
-        head = find_last_linear(self.net_.module_)
-        captured = []
-        hook = head.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach().cpu()))
-        try:
-            for _ in self.net_.forward_iter(self._loader_inputs(inputs), training=False):
-                pass
-        finally:
-            hook.remove()
-        return torch.cat(captured).reshape(len(inputs), -1).double().numpy()
+        forward = _forward_per_point if served else _forward_batched
+        return forward(self.net_.module_, self._loader_inputs(inputs), features=True, tta=self.tta_)[1]
 
     def _check_fitted(self):
         if not hasattr(self, "budget_"):
@@ -726,7 +892,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             return self._head_scores(self._features(inputs))
         from ._inference import _forward_per_point
 
-        return _forward_per_point(self.net_.module_, self._loader_inputs(inputs))[0]
+        return _forward_per_point(self.net_.module_, self._loader_inputs(inputs), tta=self.tta_)[0]
 
     def predict_proba(self, X):
         """Class probabilities of shape (n_samples, n_classes).
@@ -801,18 +967,22 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                       scope=self.scope_, classes=self.classes_)
         from .certificates._certificate import _warn_trivial_kl
 
-        _warn_trivial_kl(self.budget_.pi, self.budget_.rho, self.geometry, tier)
+        head_budget = self._head_budget()
+        _warn_trivial_kl(head_budget.pi, head_budget.rho, self.geometry, tier)
         features = self._features(inputs)
         if self.head == "ridge":
             from .certificates import certify_ridge
 
-            cert = certify_ridge(self.train_features_, self.budget_, features, **common)
+            cert = certify_ridge(self.train_features_, head_budget, features, **common)
         else:
             from .certificates._softmax import certify_softmax_head
 
-            cert = certify_softmax_head(self.train_features_, self.budget_, features, coef=self.coef_,
+            cert = certify_softmax_head(self.train_features_, head_budget, features, coef=self.coef_,
                                         intercept=self.intercept_, grad_norm=self.grad_norm_, **common)
-        return _served_certificate(cert, self.classes_[np.argmax(self._head_scores(features), axis=1)])
+        cert = _served_certificate(cert, self.classes_[np.argmax(self._head_scores(features), axis=1)])
+        import dataclasses
+
+        return dataclasses.replace(cert, covers=self.head_rows_.copy())
 
     def _head_scores(self, features):
         from .certificates._ridge import _ridge_scores

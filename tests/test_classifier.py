@@ -34,7 +34,7 @@ def digits():
 
 def test_digits_linear_softmax_learns(digits):
     X, y, Xt, yt = digits
-    clf = CNATClassifier(max_epochs=30, lr=0.01, batch_size=64, random_state=0,
+    clf = CNATClassifier(head="softmax", max_epochs=30, lr=0.01, batch_size=64, random_state=0,
                          budget=NoiseBudgetTransformer(mapping="flat", radius=0.1))
     clf.fit(X, y)
     assert clf.n_features_in_ == 64
@@ -48,7 +48,7 @@ def test_digits_linear_softmax_learns(digits):
 
 def test_vote_matrix_fit_and_plurality_score():
     X, V, y = _blobs()
-    clf = CNATClassifier(max_epochs=40, lr=0.05, random_state=0).fit(X, V)
+    clf = CNATClassifier(head="softmax", max_epochs=40, lr=0.05, random_state=0).fit(X, V)
     plural = V.argmax(1)
     assert clf.score(X, V) == pytest.approx(np.mean(clf.predict(X) == plural))
     assert clf.score(X, V) > 0.7
@@ -75,12 +75,12 @@ def test_same_seed_same_predictions_and_global_rng_untouched():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = CNATClassifier(max_epochs=5, random_state=7).fit(X, V)
+    a = CNATClassifier(head="softmax", max_epochs=5, random_state=7).fit(X, V)
     after = torch.rand(1)
-    b = CNATClassifier(max_epochs=5, random_state=7).fit(X, V)
+    b = CNATClassifier(head="softmax", max_epochs=5, random_state=7).fit(X, V)
     assert torch.equal(before, after)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
-    c = CNATClassifier(max_epochs=5, random_state=8).fit(X, V)
+    c = CNATClassifier(head="softmax", max_epochs=5, random_state=8).fit(X, V)
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
 
 
@@ -138,7 +138,7 @@ def test_ridge_head_on_network_features_scope_head():
 
 def test_curriculum_ramps_budget_scale():
     X, V, _ = _blobs()
-    clf = CNATClassifier(max_epochs=6, curriculum_epochs=4, random_state=0).fit(X, V)
+    clf = CNATClassifier(head="softmax", max_epochs=6, curriculum_epochs=4, random_state=0).fit(X, V)
     scales = clf.net_.history[:, "budget_scale"]
     np.testing.assert_allclose(scales, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
 
@@ -147,7 +147,7 @@ def test_early_stopping_on_valid_ece():
     from skorch.callbacks import EarlyStopping
 
     X, V, _ = _blobs(n=200)
-    clf = CNATClassifier(max_epochs=200, lr=0.05, validation_fraction=0.25, random_state=0,
+    clf = CNATClassifier(head="softmax", max_epochs=200, lr=0.05, validation_fraction=0.25, random_state=0,
                          callbacks=[ValidECE(), EarlyStopping(monitor="valid_ece", patience=3)])
     clf.fit(X, V)
     hist = clf.net_.history
@@ -157,9 +157,9 @@ def test_early_stopping_on_valid_ece():
 
 def test_verbose_prints_table_and_silent_when_off(capsys):
     X, V, _ = _blobs()
-    CNATClassifier(max_epochs=2, verbose=0).fit(X, V)
+    CNATClassifier(head="softmax", max_epochs=2, verbose=0).fit(X, V)
     assert capsys.readouterr().out == ""
-    CNATClassifier(max_epochs=2, verbose=1).fit(X, V)
+    CNATClassifier(head="softmax", max_epochs=2, verbose=1).fit(X, V)
     out = capsys.readouterr().out
     assert "epoch" in out and "train_loss" in out
 
@@ -167,14 +167,14 @@ def test_verbose_prints_table_and_silent_when_off(capsys):
 def test_accelerate_single_process():
     accelerate = pytest.importorskip("accelerate")
     X, V, _ = _blobs()
-    clf = CNATClassifier(max_epochs=3, accelerator=accelerate.Accelerator(cpu=True), random_state=0)
+    clf = CNATClassifier(head="softmax", max_epochs=3, accelerator=accelerate.Accelerator(cpu=True), random_state=0)
     clf.fit(X, V)
     assert clf.predict(X).shape == (len(X),)
 
 
 def test_softmax_head_certify_raises_clearly():
     X, V, _ = _blobs()
-    clf = CNATClassifier(max_epochs=1).fit(X, V)
+    clf = CNATClassifier(head="softmax", max_epochs=1).fit(X, V)
     with pytest.raises(CertificationError, match="head='ridge'"):
         clf.certify(X)
 
@@ -200,7 +200,7 @@ def test_not_fitted():
 def test_bad_input(kwargs, X, y, match):
     err = TypeError if kwargs.get("module") == 42 else ValueError
     with pytest.raises(err, match=match):
-        CNATClassifier(max_epochs=1, **kwargs).fit(X, y)
+        CNATClassifier(head="softmax", max_epochs=1, **kwargs).fit(X, y)
 
 
 def test_predict_wrong_n_features():

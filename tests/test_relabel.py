@@ -60,7 +60,7 @@ def test_top_choice_beats_random_choice():
 
 def test_requires_ridge_head_and_valid_args():
     X, votes, Xe = _problem()
-    soft = CNATClassifier(max_epochs=1).fit(X, votes)
+    soft = CNATClassifier(head="softmax", max_epochs=1).fit(X, votes)
     with pytest.raises(CertificationError, match="head='ridge'"):
         suggest_relabels(soft, Xe)
     clf = CNATClassifier(head="ridge", budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
