@@ -13,7 +13,7 @@ behind the ``"posterior"`` mapping are in ``docs/budgets.md``.
 
 import hashlib
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import xlogy
@@ -55,6 +55,17 @@ class NoiseBudget:
         The evidence score (estimated probability that the label is wrong) the
         radius mapping used, in ``[0, 1]``.
 
+    Attributes
+    ----------
+    rowwise : bool
+        Provenance, not a constructor argument: ``True`` only if every row is a
+        function of that row's label evidence alone, given settings fixed before the
+        labels were seen (the class list included). Only :class:`NoiseBudgetTransformer`
+        sets it (see its ``Notes``); row subsets and scaling by one scalar keep it; a
+        budget built by hand or by ``dataclasses.replace`` has ``False``. Whole-model
+        flip certificates of :class:`~sklearn_cnat.partition.PartitionAggregationClassifier`
+        require it.
+
     Examples
     --------
     >>> import numpy as np
@@ -72,6 +83,7 @@ class NoiseBudget:
     classes_: np.ndarray
     counts: np.ndarray
     p_error: np.ndarray
+    rowwise: bool = field(default=False, init=False)
 
     def __post_init__(self):
         arrays = {}
@@ -132,9 +144,9 @@ class NoiseBudget:
                                        f"got dtype {index.dtype}")
             else:
                 index = index.astype(np.intp)
-        return NoiseBudget(pi=self.pi[index], r=self.r[index], rho=self.rho[index],
-                           classes_=self.classes_, counts=self.counts[index],
-                           p_error=self.p_error[index])
+        return _with_rowwise(NoiseBudget(pi=self.pi[index], r=self.r[index], rho=self.rho[index],
+                                         classes_=self.classes_, counts=self.counts[index],
+                                         p_error=self.p_error[index]), self.rowwise)
 
     def scaled(self, s):
         """Return a new budget with radii ``r * s`` (clipped to 2) and ``rho * s``.
@@ -147,8 +159,9 @@ class NoiseBudget:
         s = np.asarray(s, dtype=np.float64)
         if not np.all(np.isfinite(s)) or np.any(s < 0):
             raise NoiseBudgetError(f"scale must be finite and >= 0, got {s}")
-        return NoiseBudget(pi=self.pi, r=np.minimum(self.r * s, 2.0), rho=self.rho * s,
-                           classes_=self.classes_, counts=self.counts, p_error=self.p_error)
+        return _with_rowwise(NoiseBudget(pi=self.pi, r=np.minimum(self.r * s, 2.0), rho=self.rho * s,
+                                         classes_=self.classes_, counts=self.counts, p_error=self.p_error),
+                             self.rowwise and s.ndim == 0)
 
     @property
     def n_classes(self):
@@ -164,6 +177,12 @@ class NoiseBudget:
     def labels(self):
         """Plurality class index per example (ties go to the lowest index), shape (n_samples,)."""
         return np.argmax(self.counts, axis=1)
+
+
+def _with_rowwise(budget, rowwise):
+    """``budget`` with its provenance flag ``rowwise`` set (the only writer of the flag)."""
+    object.__setattr__(budget, "rowwise", bool(rowwise))
+    return budget
 
 
 # --------------------------------------------------------------------------- math kernels
@@ -572,6 +591,17 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     returns a :class:`NoiseBudget`, not an array. The parameter checks (cloning,
     ``get_params``/``set_params``, nothing done in ``__init__``) do apply and are tested.
 
+    The budgets returned carry ``rowwise=True`` (see :class:`NoiseBudget`) exactly when
+    row ``i`` is a function of evidence row ``i`` alone: a mapping other than
+    ``piecewise`` (whose threshold is learned from all rows), an integer
+    ``random_state`` for ``posterior``, no ``pred_probs`` (out-of-sample predictions
+    and CROWDLAB scores depend on other rows), classes not inferred from the labels
+    (``classes`` given, or vote counts, whose columns fix K), and an evidence kind that
+    a changed row cannot switch: vote counts or labels (a row that is not a valid count
+    or label row raises), an annotator matrix only with ``evidence="annotators"`` (under
+    ``"auto"``, removing the last missing entry turns it into counts), never
+    multiannotator output (scored on all rows by cleanlab).
+
     Examples
     --------
     >>> import numpy as np
@@ -667,7 +697,7 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         budget : NoiseBudget of length n_samples
         """
         evidence = self._fit(X, pred_probs)
-        return self._budget(evidence)
+        return self._budget(evidence, self._rowwise(pred_probs))
 
     def transform(self, X, pred_probs=None):
         """Noise budgets for label evidence ``X`` (read as ``evidence_``).
@@ -685,9 +715,16 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         """
         if not hasattr(self, "classes_"):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call 'fit' first.")
-        return self._budget(self._read(X, pred_probs))
+        return self._budget(self._read(X, pred_probs), self._rowwise(pred_probs))
 
     # ------------------------------------------------------------------ internals
+
+    def _rowwise(self, pred_probs):
+        """Whether each output row is a function of its own evidence row (``NoiseBudget.rowwise``)."""
+        kind_fixed = self.evidence_ in ("counts", "labels") or self.evidence == self.evidence_ == "annotators"
+        return (self.mapping != "piecewise" and pred_probs is None and kind_fixed
+                and (self.classes is not None or self.evidence_ == "counts")
+                and (self.mapping != "posterior" or isinstance(self.random_state, numbers.Integral)))
 
     def _fit(self, X, pred_probs):
         self._validate_params()
@@ -778,7 +815,7 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
             counts = _annotator_counts(idx, missing, k)
         return _Evidence(counts, label_idx, 1.0 - quality)
 
-    def _budget(self, ev):
+    def _budget(self, ev, rowwise=False):
         pi = _nominal(ev.counts, ev.label_idx, self.pi, self.smoothing)
         if self.mapping == "posterior":
             no_support = np.flatnonzero(np.any(pi <= 0, axis=1))
@@ -795,5 +832,6 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
             else:
                 r = _radius_piecewise(ev.p_error, self.threshold_, self.radius_hard, self.radius_easy)
             rho = _pinsker_rho(r)
-        budget = NoiseBudget(pi=pi, r=r, rho=rho, classes_=self.classes_, counts=ev.counts, p_error=ev.p_error)
+        budget = _with_rowwise(NoiseBudget(pi=pi, r=r, rho=rho, classes_=self.classes_, counts=ev.counts,
+                                           p_error=ev.p_error), rowwise)
         return budget if self.scale == 1 else budget.scaled(self.scale)
