@@ -135,10 +135,13 @@ def test_dataframe_with_bool_column_keeps_its_partition():
     _check_refit(make, df, votes, rebuilt, votes2, Xt, m=2, changed_rows=[4, 9])
 
 
-def test_default_estimator_is_seeded_and_refits_reproduce():
-    """(iv) estimator=None (CNATClassifier(), random_state=None): seeded per part, so a refit after other
-    code used torch's global RNG reproduces every base model."""
+@pytest.mark.parametrize("estimator", ["default", "softmax"])
+def test_default_estimator_is_seeded_and_refits_reproduce(estimator):
+    """(iv) estimator=None (CNATClassifier(), random_state=None), and an unseeded skorch-trained softmax:
+    seeded per part, so a refit after other code used torch's global RNG reproduces every base model."""
     import torch
+
+    base = None if estimator == "default" else CNATClassifier(head="softmax", max_epochs=10, random_state=None)
 
     X, y = _blobs(240, d=5)
     votes = _votes(y)
@@ -148,7 +151,7 @@ def test_default_estimator_is_seeded_and_refits_reproduce():
 
     def make():
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-        return PartitionAggregationClassifier(n_partitions=5)
+        return PartitionAggregationClassifier(base, n_partitions=5)
 
     pac, _, changed = _check_refit(make, X, votes, X, votes, Xt, m=1, changed_rows=[])
     assert len(changed) == 0
