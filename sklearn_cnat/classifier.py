@@ -200,6 +200,19 @@ def _check_label_evidence(y):
     return arr
 
 
+def _alpha_grid(alpha):
+    """``alpha`` as a tuple of positive floats (one value, or the candidates of a grid)."""
+    values = [alpha] if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) else alpha
+    try:
+        values = list(values)
+    except TypeError:
+        values = None
+    if not values or not all(isinstance(a, numbers.Real) and not isinstance(a, bool) and np.isfinite(a) and a > 0
+                             for a in values):
+        raise CNATValueError(f"alpha must be a positive number or a non-empty sequence of them, got {alpha!r}")
+    return tuple(float(a) for a in values)
+
+
 def _take(inputs, rows):
     """Rows ``rows`` of an input array or torch Dataset (no copy when all rows, in order)."""
     if len(rows) == len(inputs) and np.array_equal(rows, np.arange(len(inputs))):
@@ -303,9 +316,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         L2-regularised linear softmax head is fitted with the CNAT loss by
         full-batch L-BFGS on the feature map; certified by the sensitivity engine,
         tiers bounded and flip (docs/certificates_softmax.md).
-    alpha : float, default=1.0
+    alpha : float or sequence of float, default=1.0
         Regularisation of the ridge head, or of the robust softmax head
-        (objective ``mean CNAT loss + alpha / (2 n) ||W||^2``).
+        (objective ``mean CNAT loss + alpha / (2 n) ||W||^2``). A sequence (ridge head
+        only) is a grid: ``alpha_`` is chosen by exact leave-one-out agreement with the
+        head rows' nominal labels, one-standard-error rule (``sklearn_cnat._alpha``);
+        certificates then speak of the learner at ``alpha_`` held fixed.
     mode : {"worst", "smooth"}, default="worst"
         CNAT loss mode: exact worst case, or a label distribution drawn inside
         each set (see :class:`~sklearn_cnat.losses.CNATLoss`).
@@ -398,6 +414,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     train_features_ : ndarray of shape (n_head_rows, n_features)
         Feature map of the head's training rows (``head="ridge"``), kept for
         certificates.
+    alpha_ : float
+        The regularisation used (``alpha``, or the grid's choice).
+    alpha_scores_ : dict or None
+        Leave-one-out agreement per candidate when ``alpha`` is a grid.
     head_rows_ : ndarray of bool of shape (n_samples,)
         Rows the head is fitted on (all rows unless ``feature_split``); the rows whose
         labels the certificates cover (``Certificate.covers``).
@@ -509,8 +529,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             raise CNATValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
             raise CNATValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.alpha, numbers.Real) and self.alpha > 0):
-            raise CNATValueError(f"alpha must be a positive number, got {self.alpha!r}")
+        _alpha_grid(self.alpha)
         if self.calibration not in ("loo", "noise_corrected"):
             raise CNATValueError(f"calibration must be 'loo' or 'noise_corrected', got {self.calibration!r}")
         if self.calibration != "loo" and self.head != "ridge":
@@ -815,7 +834,15 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
         self.train_features_ = np.asarray(features, dtype=np.float64)
         head_budget = self._head_budget()
-        pi, alpha = head_budget.pi, float(self.alpha)
+        pi = head_budget.pi
+        grid = _alpha_grid(self.alpha)
+        if len(grid) == 1:
+            self.alpha_, self.alpha_scores_ = grid[0], None
+        else:
+            from ._alpha import _loo_alpha
+
+            self.alpha_, self.alpha_scores_ = _loo_alpha(self.train_features_, pi, grid)
+        alpha = self.alpha_
         self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha)
         loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_)
         self.temperature_ = _fit_temperature(loo, pi)
@@ -828,8 +855,13 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         from .certificates._softmax import fit_robust_softmax_head
 
         self.train_features_ = np.asarray(features, dtype=np.float64)
+        grid = _alpha_grid(self.alpha)
+        if len(grid) != 1:
+            raise CNATValueError("head='robust_softmax' needs one alpha; a grid of alphas is chosen by exact "
+                                 "leave-one-out only for head='ridge'")
+        self.alpha_, self.alpha_scores_ = grid[0], None
         self.coef_, self.intercept_, self.grad_norm_ = fit_robust_softmax_head(
-            self.train_features_, self._head_budget(), alpha=float(self.alpha), geometry=self.geometry
+            self.train_features_, self._head_budget(), alpha=self.alpha_, geometry=self.geometry
         )
 
     def _loader_inputs(self, inputs):
@@ -963,7 +995,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 "PartitionAggregationClassifier for whole-network certificates"
             )
         inputs, _ = self._prepare_inputs(X, fit=False)
-        common = dict(alpha=float(self.alpha), tier=tier, geometry=self.geometry, m=m, delta=delta,
+        common = dict(alpha=self.alpha_, tier=tier, geometry=self.geometry, m=m, delta=delta,
                       scope=self.scope_, classes=self.classes_)
         from .certificates._certificate import _warn_trivial_kl
 

@@ -66,16 +66,27 @@ def _relabel_effect(H, S, sigma2, delta_pi, delta_v, log_ratio):
     return gained, lost, slack_gain
 
 
+def _head_budget(estimator):
+    """Budgets of the rows the head was fitted on (all rows unless ``feature_split``)."""
+    return estimator._head_budget() if hasattr(estimator, "_head_budget") else estimator.budget_
+
+
+def _head_index(estimator, n_head):
+    """Training-set positions of the head rows."""
+    rows = getattr(estimator, "head_rows_", None)
+    return np.arange(n_head) if rows is None else np.flatnonzero(rows)
+
+
 def _expected_new_votes(estimator, assume, plural):
     """(n, K) distribution each of the k extra votes is assumed to follow."""
-    n_train, K = estimator.budget_.pi.shape
+    n_train, K = _head_budget(estimator).pi.shape
     if assume == "plurality":
         return np.eye(K)[plural]
     from scipy.special import softmax
 
     from ._calibration import _ridge_loo_scores
 
-    loo = _ridge_loo_scores(estimator.train_features_, estimator.budget_.pi, float(estimator.alpha),
+    loo = _ridge_loo_scores(estimator.train_features_, _head_budget(estimator).pi, estimator.alpha_,
                             estimator.coef_, estimator.intercept_)
     return softmax(loo / estimator.temperature_, axis=1)
 
@@ -109,7 +120,8 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
     Returns
     -------
     ranking : pandas.DataFrame
-        One row per training example, best first, with columns ``index`` (row in the
+        One row per training example the head was fitted on (every row, or the head
+        rows of ``feature_split``), best first, with columns ``index`` (row in the
         training set), ``coverage_gain`` (net change of coverage on ``X_eval``),
         ``newly_certified``, ``lost``, ``slack_gain`` (summed improvement of the
         certification slack of uncertified points, which breaks ties),
@@ -134,7 +146,7 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
         raise CNATValueError(f"delta must be in (0, 1), got {delta!r}")
     if assume not in ("plurality", "model"):
         raise CNATValueError(f"assume must be 'plurality' or 'model', got {assume!r}")
-    budget = estimator.budget_
+    budget = _head_budget(estimator)
     pi, counts = budget.pi, budget.counts
     n_train, K = pi.shape
     kind, v, eps, _ = _stochastic_mode(pi, counts)
@@ -153,7 +165,7 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
     gained = np.zeros(n_train)
     lost = np.zeros(n_train)
     slack_gain = np.zeros(n_train)
-    for H in _ridge_influence(estimator.train_features_, F_eval, estimator.alpha, chunk_size=chunk_size):
+    for H in _ridge_influence(estimator.train_features_, F_eval, estimator.alpha_, chunk_size=chunk_size):
         S = H @ pi
         sigma2 = (H**2) @ v
         g, lo, sg = _relabel_effect(H, S, sigma2, delta_pi, delta_v, log_ratio)
@@ -162,7 +174,7 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
         slack_gain += sg
     n_eval = len(F_eval)
     frame = pd.DataFrame({
-        "index": np.arange(n_train),
+        "index": _head_index(estimator, n_train),
         "coverage_gain": (gained - lost) / n_eval,
         "newly_certified": gained.astype(int),
         "lost": lost.astype(int),
