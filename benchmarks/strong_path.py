@@ -1,0 +1,223 @@
+"""The strong path through the estimator on CIFAR-10N: throughput, end to end, split mode.
+
+Everything runs through ``CNATClassifier`` (no training loop, network or TTA of its own):
+
+``throughput``
+    Images per second of one SGD train step at batch 256, channels-last, float32 against
+    bfloat16 autocast, for every shipped backbone (``FastCNN``, ``SmallCNN``, ``resnet18``).
+``e2e``
+    ``FastCNN`` trained end to end with the CNAT loss on all training images (evidence: the
+    three CIFAR-10N annotations as vote counts, ``pi`` their mean, flat l1 radius 0.05),
+    seeded flip/translate augmentation, flip TTA, one-cycle schedule; clean test top-1 of the
+    network's own logits and of the ridge head.
+``split``
+    ``feature_split=0.5``: backbone on a seeded half, certified ridge head (alpha chosen by
+    exact leave-one-out on the head rows' labels) on the other half; tiers stochastic
+    (delta 0.05), bounded (flat l1 0.05) and flip on the whole test set. Scope "model" for the
+    head rows' labels (``Certificate.covers``).
+
+Prints a table and writes ``strong_path.md`` / ``strong_path.json`` to ``--out``. Run it alone
+on an idle machine; from a snapshot of the tree (``git worktree``) when editing the code::
+
+    python benchmarks/strong_path.py --mode throughput e2e split --epochs 15
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
+DEFAULT_OUT = REPO / "docs" / "benchmarks"
+ALPHAS = tuple(float(a) for a in np.logspace(-1, 3, 9))
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load(path, n_train=None, seed=0):
+    from sklearn_cnat.datasets import load_cifar10n
+
+    data = load_cifar10n(path, noise="random", subset=n_train, random_state=seed)
+    return data
+
+
+def throughput(steps=4, batch=256):
+    """img/s of a train step (forward, backward, SGD step) per backbone and precision."""
+    from sklearn_cnat.models import FastCNN, SmallCNN, resnet18
+
+    rows = []
+    for name, make in (("FastCNN", FastCNN), ("SmallCNN", SmallCNN), ("resnet18", resnet18)):
+        for precision, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
+            torch.manual_seed(0)
+            net = make(num_classes=10).to(memory_format=torch.channels_last).train()
+            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+            x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 10, (batch,))
+            times = []
+            for _ in range(steps + 1):
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = net(x)
+                loss = torch.nn.functional.cross_entropy(out.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            rate = batch / float(np.median(times[1:]))
+            rows.append(dict(backbone=name, precision=precision, img_per_s=rate))
+            log(f"throughput {name} {precision}: {rate:.0f} img/s")
+    return rows
+
+
+def estimator(args, **kw):
+    from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
+    from sklearn_cnat.models import FastCNN
+
+    params = dict(module=FastCNN, head="ridge", alpha=ALPHAS,
+                  budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=0.05),
+                  max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
+                  optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
+                  lr_schedule="onecycle", precision="auto", augment="flip_translate", tta=True,
+                  random_state=args.seed, verbose=0)
+    params.update(kw)
+    return CNATClassifier(**params)
+
+
+def network_top1(clf, x_test, y_test):
+    """Top-1 of the trained network's own logits (flip TTA, served one point at a time)."""
+    from sklearn_cnat._inference import _forward_per_point
+
+    logits = _forward_per_point(clf.net_.module_, clf._loader_inputs(clf._prepare_inputs(x_test, fit=False)[0]),
+                                tta=clf.tta_)[0]
+    return float(np.mean(logits.argmax(1) == y_test))
+
+
+def run_e2e(data, args):
+    clf = estimator(args)
+    t0 = time.time()
+    clf.fit(data.x_train, data.votes)
+    t_fit = time.time() - t0
+    t0 = time.time()
+    pred = clf.predict(data.x_test)
+    t_pred = time.time() - t0
+    row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, fit_seconds=t_fit, predict_seconds=t_pred,
+               ridge_top1=float(np.mean(pred == data.y_test)),
+               network_top1=network_top1(clf, data.x_test, data.y_test), alpha=clf.alpha_,
+               precision=str(clf.net_.autocast_dtype), scope=clf.scope_)
+    log(f"e2e: {row}")
+    return row
+
+
+def run_split(data, args):
+    clf = estimator(args, feature_split=0.5)
+    t0 = time.time()
+    clf.fit(data.x_train, data.votes)
+    t_fit = time.time() - t0
+    F_test = None
+    row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()), epochs=args.epochs,
+               fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
+    t0 = time.time()
+    row["head_top1"] = float(np.mean(clf.predict(data.x_test) == data.y_test))
+    row["network_top1"] = network_top1(clf, data.x_test, data.y_test)
+    row["predict_seconds"] = time.time() - t0
+    for tier, kw in (("stochastic", dict(delta=0.05)), ("bounded", {}), ("flip", dict(m=1))):
+        t0 = time.time()
+        cert = clf.certify(data.x_test, tier=tier, **kw)
+        row[f"{tier}_seconds"] = time.time() - t0
+        row[f"coverage_{tier}"] = cert.coverage
+        row[f"certified_accuracy_{tier}"] = cert.certified_accuracy(data.y_test)
+        if tier == "flip":
+            row["median_max_flips"] = float(np.median(cert.max_flips))
+        assert cert.scope == "model" and int(cert.covers.sum()) == row["head_rows"]
+        log(f"split {tier}: coverage {cert.coverage:.4f}")
+    del F_test
+    log(f"split: {row}")
+    return row
+
+
+def write(out, rows, meta):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "strong_path.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=str))
+    L = ["<!-- generated by benchmarks/strong_path.py; do not edit -->", "",
+         f"Machine: {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}. Command: `{meta['command']}`.", ""]
+    thr = [r for r in rows if "img_per_s" in r]
+    if thr:
+        L += ["| backbone | float32 img/s | bfloat16 img/s | speed-up |", "|---|---|---|---|"]
+        for name in dict.fromkeys(r["backbone"] for r in thr):
+            f32 = next(r["img_per_s"] for r in thr if r["backbone"] == name and r["precision"] == "float32")
+            b16 = next(r["img_per_s"] for r in thr if r["backbone"] == name and r["precision"] == "bfloat16")
+            L.append(f"| {name} | {f32:.0f} | {b16:.0f} | {b16 / f32:.2f}x |")
+        L.append("")
+    for r in rows:
+        if r.get("run") == "e2e":
+            L += [f"**End to end** (FastCNN, {r['n_train']} images, {r['epochs']} epochs): network top-1 "
+                  f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
+                  f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
+                  f"{r['precision']}.", ""]
+        if r.get("run") == "split":
+            L += [f"**Split mode** (backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
+                  f"{r['head_rows']}; scope model for the head rows' labels), {r['epochs']} epochs, fit "
+                  f"{r['fit_seconds'] / 60:.1f} min:", "",
+                  "| head top-1 | network top-1 | cov. stochastic (delta 0.05) | cov. bounded (l1 0.05) | "
+                  "cov. flip m=1 | median certified flips | cert. acc. stochastic | cert. acc. bounded |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| {100 * r['head_top1']:.2f} | {100 * r['network_top1']:.2f} | {100 * r['coverage_stochastic']:.1f} | "
+                  f"{100 * r['coverage_bounded']:.1f} | {100 * r['coverage_flip']:.1f} | {r['median_max_flips']:.0f} | "
+                  f"{100 * r['certified_accuracy_stochastic']:.1f} | {100 * r['certified_accuracy_bounded']:.1f} |", ""]
+    (out / "strong_path.md").write_text("\n".join(L))
+    print("\n".join(L))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split"])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")
+    p.add_argument("--n-test", type=int, default=None, help="every (10000 / n)-th test image (trials)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    meta = dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
+                command="python benchmarks/strong_path.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    from sklearn_cnat._precision import _describe
+
+    meta["precision_auto"] = _describe("auto", "cpu")
+    log(f"{meta}")
+    rows = []
+    if "throughput" in args.mode:
+        rows += throughput()
+    if {"e2e", "split"} & set(args.mode):
+        data = load(args.data, args.n_train, args.seed)
+        if args.n_test:
+            step = max(1, len(data.y_test) // args.n_test)
+            data.x_test, data.y_test = data.x_test[::step], data.y_test[::step]
+        for mode, fn in (("e2e", run_e2e), ("split", run_split)):
+            if mode in args.mode:
+                rows.append(fn(data, args))
+    write(Path(args.out), rows, meta)
+
+
+if __name__ == "__main__":
+    main()
