@@ -1011,10 +1011,24 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
             cert = certify_softmax_head(self.train_features_, head_budget, features, coef=self.coef_,
                                         intercept=self.intercept_, grad_norm=self.grad_norm_, **common)
-        cert = _served_certificate(cert, self.classes_[np.argmax(self._head_scores(features), axis=1)])
+        served = np.argmax(self._head_scores(features), axis=1)
+        cert = _served_certificate(cert, self.classes_[served])
         import dataclasses
 
-        return dataclasses.replace(cert, covers=self.head_rows_.copy())
+        certified = cert.certified
+        if tier == "flip" and self._classes_inferred():
+            # docs/certificates.md, section 8, "Classes": with classes read off the labels, m flips
+            # can remove a class from the list; the served class must keep more than m rows.
+            support = (self.budget_.pi > 0).sum(axis=0)
+            certified = certified & (support[served] > cert.m)
+        return dataclasses.replace(cert, covers=self.head_rows_.copy(), certified=certified)
+
+    def _classes_inferred(self):
+        """Whether ``classes_`` was read off the labels (not declared, not vote-count columns)."""
+        transformer = getattr(self, "budget_transformer_", None)
+        if transformer is None:
+            return False  # a NoiseBudget passed in declares its classes
+        return getattr(transformer, "classes", None) is None and getattr(transformer, "evidence_", None) != "counts"
 
     def _head_scores(self, features):
         from .certificates._ridge import _ridge_scores

@@ -232,3 +232,17 @@ def test_kl_ball_around_one_hot_warns():
         clf.certify(X[:5], tier="flip", m=1)  # the flip tier does not read the sets
         CNATClassifier(head="ridge", geometry="l1", budget=NoiseBudgetTransformer(pi="onehot", radius=0.05)) \
             .fit(X, y).certify(X[:5], tier="bounded")
+
+
+def test_flip_tier_with_classes_read_off_labels_keeps_more_than_m_rows_of_the_served_class():
+    rng = np.random.default_rng(8)
+    X = np.vstack([rng.normal(size=(40, 2)), [[6.0, 6.0]]])
+    y = np.r_[rng.integers(0, 2, 40), 2]  # class 2 has a single example
+    Xt = np.array([[6.0, 6.0], [6.2, 5.9]])
+    clf = CNATClassifier(head="ridge", alpha=1e-3).fit(X, y)
+    assert clf._classes_inferred() and (clf.predict(Xt) == 2).all()
+    assert not clf.certify(Xt, tier="flip", m=1).certified.any()  # one flip removes class 2
+    declared = CNATClassifier(head="ridge", alpha=1e-3, budget=NoiseBudgetTransformer(classes=[0, 1, 2])).fit(X, y)
+    assert not declared._classes_inferred()
+    np.testing.assert_array_equal(declared.certify(Xt, tier="flip", m=0).certified,
+                                  clf.certify(Xt, tier="flip", m=0).certified)
