@@ -6,8 +6,14 @@ fix the import here and nowhere else. Keep this module additive: one block per u
 
 # Declarative parameter validation (used by the metric functions and scorers).
 from sklearn.utils._param_validation import (  # noqa: F401
+    HasMethods,
     Interval,
     InvalidParameterError,
     StrOptions,
     validate_params,
 )
+
+# Step naming of make_pipeline (used by sklearn_cnat.pipeline). That module also overrides
+# Pipeline._fit(X, y, ...), the hook through which every Pipeline fit method fits the steps
+# before the last (stable since scikit-learn 0.20); a release that renames it breaks there.
+from sklearn.pipeline import _name_estimators  # noqa: F401,E402

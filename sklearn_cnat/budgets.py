@@ -13,6 +13,7 @@ behind the ``"posterior"`` mapping are in ``docs/budgets.md``.
 
 import hashlib
 import numbers
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,13 +21,28 @@ from scipy.special import xlogy
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 
-from ._compat import Interval, StrOptions
+from ._compat import HasMethods, Interval, StrOptions
+from .evidence import (  # noqa: F401  (the parsing kernels live in evidence.py; re-exported for old imports)
+    LabelEvidence,
+    _annotator_counts,
+    _as_label_values,
+    _check_votes_present,
+    _encode,
+    _missing_mask,
+    _onehot_counts,
+    _read_annotators,
+    _read_counts,
+    _read_labels,
+    _resolve_kind,
+    _tidy_classes,
+    read_evidence,
+)
 from .exceptions import NoiseBudgetError, NotFittedError
 
 __all__ = ["NoiseBudget", "NoiseBudgetTransformer", "NoiseBudgetError"]
 
 _SIMPLEX_ATOL = 1e-6
-_EVIDENCE_KINDS = ("counts", "annotators", "labels", "multiannotator")
+_EVIDENCE_KINDS = ("counts", "annotators", "labels", "long", "multiannotator")
 
 
 # --------------------------------------------------------------------------- NoiseBudget
@@ -65,6 +81,12 @@ class NoiseBudget:
         budget built by hand or by ``dataclasses.replace`` has ``False``. Whole-model
         flip certificates of :class:`~sklearn_cnat.partition.PartitionAggregationClassifier`
         require it.
+    aggregator : str or None
+        Provenance, not a constructor argument: the name of the aggregator (e.g.
+        ``"DawidSkene"``) whose model of annotator reliability set ``pi``
+        (``NoiseBudgetTransformer(aggregator=...)``); None otherwise. Such a ``pi_i``
+        depends on the other examples' votes, so tier ``"stochastic"`` refuses it
+        (docs/budgets.md, "Aggregators"); row subsets and scaling keep it.
 
     Examples
     --------
@@ -84,6 +106,7 @@ class NoiseBudget:
     counts: np.ndarray
     p_error: np.ndarray
     rowwise: bool = field(default=False, init=False)
+    aggregator: str = field(default=None, init=False)
 
     def __post_init__(self):
         arrays = {}
@@ -144,9 +167,10 @@ class NoiseBudget:
                                        f"got dtype {index.dtype}")
             else:
                 index = index.astype(np.intp)
-        return _with_rowwise(NoiseBudget(pi=self.pi[index], r=self.r[index], rho=self.rho[index],
-                                         classes_=self.classes_, counts=self.counts[index],
-                                         p_error=self.p_error[index]), self.rowwise)
+        return _with_aggregator(_with_rowwise(NoiseBudget(pi=self.pi[index], r=self.r[index], rho=self.rho[index],
+                                                          classes_=self.classes_, counts=self.counts[index],
+                                                          p_error=self.p_error[index]), self.rowwise),
+                                self.aggregator)
 
     def scaled(self, s):
         """Return a new budget with radii ``r * s`` (clipped to 2) and ``rho * s``.
@@ -159,9 +183,10 @@ class NoiseBudget:
         s = np.asarray(s, dtype=np.float64)
         if not np.all(np.isfinite(s)) or np.any(s < 0):
             raise NoiseBudgetError(f"scale must be finite and >= 0, got {s}")
-        return _with_rowwise(NoiseBudget(pi=self.pi, r=np.minimum(self.r * s, 2.0), rho=self.rho * s,
-                                         classes_=self.classes_, counts=self.counts, p_error=self.p_error),
-                             self.rowwise and s.ndim == 0)
+        return _with_aggregator(_with_rowwise(NoiseBudget(pi=self.pi, r=np.minimum(self.r * s, 2.0),
+                                                          rho=self.rho * s, classes_=self.classes_,
+                                                          counts=self.counts, p_error=self.p_error),
+                                              self.rowwise and s.ndim == 0), self.aggregator)
 
     @property
     def n_classes(self):
@@ -182,6 +207,12 @@ class NoiseBudget:
 def _with_rowwise(budget, rowwise):
     """``budget`` with its provenance flag ``rowwise`` set (the only writer of the flag)."""
     object.__setattr__(budget, "rowwise", bool(rowwise))
+    return budget
+
+
+def _with_aggregator(budget, name):
+    """``budget`` with its provenance field ``aggregator`` set (None or the aggregator's name)."""
+    object.__setattr__(budget, "aggregator", None if name is None else str(name))
     return budget
 
 
@@ -287,62 +318,17 @@ def _is_multiannotator_output(X):
 
 def _resolve_evidence(X, evidence):
     """The evidence kind of ``X`` (the ``"auto"`` rule is documented on the transformer)."""
+    if isinstance(X, LabelEvidence):
+        if evidence not in ("auto", X.kind):
+            raise NoiseBudgetError(f"evidence={evidence!r} but the LabelEvidence was read as {X.kind!r}")
+        return X.kind
     if evidence != "auto":
         return evidence
     if _is_multiannotator_output(X):
         return "multiannotator"
-    arr = np.asarray(X)
-    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
-        return "labels"
-    if arr.ndim != 2:
-        raise NoiseBudgetError(f"label evidence must be 1-D or 2-D, got an array of shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
-        return "annotators"
-    if np.any(np.isnan(arr.astype(np.float64))) or np.any(arr == -1):
-        return "annotators"
-    return "counts"
-
-
-def _missing_mask(arr):
-    """NaN, None or -1 entries of an annotator matrix."""
-    if np.issubdtype(arr.dtype, np.number):
-        return np.isnan(arr.astype(np.float64)) | (arr == -1)
-    import pandas as pd
-
-    return np.asarray(pd.isna(arr), dtype=bool) | np.asarray(arr == -1, dtype=bool)
-
-
-def _as_label_values(values, what):
-    """Validate numeric label values (finite) and return them as an array."""
-    values = np.asarray(values)
-    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
-        raise NoiseBudgetError(f"{what} contain NaN or infinite values")
-    if values.dtype.kind == "O":
-        import pandas as pd
-
-        if np.any(pd.isna(values)):
-            raise NoiseBudgetError(f"{what} contain missing values (NaN/None)")
-    return values
-
-
-def _tidy_classes(values):
-    """Sorted unique labels; integral floats become int64 (so ``2.0`` is reported as ``2``)."""
-    classes = np.unique(values)
-    if classes.dtype.kind == "f" and classes.size and np.all(classes == np.round(classes)):
-        classes = classes.astype(np.int64)
-    return classes
-
-
-def _encode(values, classes, what):
-    """Class indices of ``values``; a NoiseBudgetError names labels not in ``classes``."""
-    lookup = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
-    flat = np.asarray(values).ravel().tolist()
-    idx = np.fromiter((lookup.get(v, -1) for v in flat), dtype=np.intp, count=len(flat))
-    if np.any(idx < 0):
-        bad = sorted({repr(v) for v, i in zip(flat, idx) if i < 0})[:5]
-        raise NoiseBudgetError(f"{what} contain labels outside the classes {np.asarray(classes).tolist()}: "
-                               f"{', '.join(bad)}; pass the full class list as `classes`")
-    return idx.reshape(np.shape(values))
+    if hasattr(X, "columns") or isinstance(X, (str, os.PathLike)):
+        return None  # a table or a file: read_evidence decides, reading it once
+    return _resolve_kind(X)
 
 
 def _check_pred_probs(pred_probs, n, k):
@@ -359,78 +345,62 @@ def _check_pred_probs(pred_probs, n, k):
     return pred_probs
 
 
-def _onehot_counts(idx, k):
-    counts = np.zeros((len(idx), k))
-    counts[np.arange(len(idx)), idx] = 1.0
-    return counts
-
-
-def _annotator_counts(idx, missing, k):
-    """Vote counts from an encoded annotator matrix (``idx`` ignored where ``missing``)."""
-    n = idx.shape[0]
-    counts = np.zeros((n, k))
-    rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
-    np.add.at(counts, (rows[~missing], idx[~missing]), 1.0)
-    return counts
-
-
-def _check_votes_present(counts):
-    empty = np.flatnonzero(counts.sum(axis=1) == 0)
-    if empty.size:
-        raise NoiseBudgetError(f"{empty.size} rows have zero votes (e.g. row {empty[0]}); every example needs "
-                               f"at least one label")
-
-
 class _Evidence:
-    """Parsed evidence: ``counts`` (n, K), the one-hot index ``label_idx`` (n,), ``p_error`` (n,)."""
+    """Scored evidence: ``counts`` (n, K), the one-hot index ``label_idx`` (n,), ``p_error`` (n,),
+    and ``posterior`` (n, K), the aggregator's class probabilities (None without one)."""
 
-    def __init__(self, counts, label_idx, p_error):
+    def __init__(self, counts, label_idx, p_error, posterior=None):
         self.counts = counts
         self.label_idx = label_idx
         self.p_error = np.clip(p_error, 0.0, 1.0)
+        self.posterior = posterior
 
 
-def _read_counts(X):
-    try:
-        arr = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise NoiseBudgetError("vote counts must be numeric") from None
-    if arr.ndim != 2:
-        raise NoiseBudgetError(f"vote counts must be 2-D (n_samples, n_classes), got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise NoiseBudgetError("vote counts contain NaN or infinite values")
-    if np.any(arr < 0):
-        raise NoiseBudgetError("vote counts must be non-negative; got negative counts (an annotator matrix "
-                               "uses -1 for missing: pass evidence='annotators')")
-    if np.any(arr != np.round(arr)):
-        raise NoiseBudgetError("vote counts must be integers (integral floats such as 2.0 are accepted); got "
-                               "non-integer counts")
-    _check_votes_present(arr)
-    return arr
+def _aggregate(aggregator, record):
+    """Class probabilities (n, K) of a crowd-kit-style aggregator fitted on ``record``'s votes.
+
+    The aggregator is cloned (crowd-kit's are transductive: ``fit_predict_proba`` fits
+    and predicts on the same votes) and sees ``DataFrame[task, worker, label]`` with the
+    item's row index, the annotator's index and the class index.
+    """
+    import pandas as pd
+    from sklearn.base import clone
+
+    name = type(aggregator).__name__
+    if record.votes is None:
+        raise NoiseBudgetError(f"aggregator={name} models each annotator's reliability and needs to know who gave "
+                               f"which vote; {record.kind} evidence has no annotator identities: pass an annotator "
+                               f"matrix (evidence='annotators') or long-format votes (item, annotator, label)")
+    n, k = record.counts.shape
+    frame = pd.DataFrame({"task": record.votes[:, 0], "worker": record.votes[:, 1], "label": record.votes[:, 2]})
+    proba = clone(aggregator, safe=False).fit_predict_proba(frame)
+    if not (hasattr(proba, "reindex") and hasattr(proba, "columns")):
+        raise NoiseBudgetError(f"{name}.fit_predict_proba must return a DataFrame indexed by task with one column "
+                               f"per label, got {type(proba).__name__}")
+    missing = sorted(set(range(n)) - set(proba.index.tolist()))
+    if missing:
+        raise NoiseBudgetError(f"{name}.fit_predict_proba returned no probabilities for {len(missing)} items "
+                               f"(e.g. row {missing[0]})")
+    unknown = sorted(set(proba.columns.tolist()) - set(range(k)), key=repr)
+    if unknown:
+        raise NoiseBudgetError(f"{name}.fit_predict_proba returned columns {unknown[:3]} that are not labels given")
+    post = proba.reindex(index=range(n), columns=range(k), fill_value=0.0).to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(post)) or np.any(post < 0) or np.any(np.abs(post.sum(axis=1) - 1.0) > _SIMPLEX_ATOL):
+        raise NoiseBudgetError(f"{name}.fit_predict_proba must return finite, non-negative probabilities summing "
+                               f"to 1 per task")
+    return post / post.sum(axis=1, keepdims=True)
 
 
-def _read_labels(X):
-    arr = np.asarray(X)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise NoiseBudgetError(f"labels must be 1-D (or of shape (n, 1)), got shape {arr.shape}")
-    return _as_label_values(arr, "labels")
-
-
-def _read_annotators(X):
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise NoiseBudgetError(f"an annotator label matrix must be 2-D (n_samples, n_annotators), "
-                               f"got shape {arr.shape}")
-    missing = _missing_mask(arr)
-    if arr.dtype.kind in "fc" and np.any(np.isinf(arr)):
-        raise NoiseBudgetError("the annotator label matrix contains infinite values")
-    empty = np.flatnonzero(missing.all(axis=1))
-    if empty.size:
-        raise NoiseBudgetError(f"{empty.size} rows have zero votes (no annotator labelled them, e.g. row "
-                               f"{empty[0]}); every example needs at least one label")
-    return arr, missing
+def _positional(record):
+    """Long-format votes whose items are the row positions ``0..n-1``, in that order."""
+    items = record.items.tolist()
+    ok = all(isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in items)
+    if not ok or sorted(int(v) for v in items) != list(range(len(items))):
+        raise NoiseBudgetError(
+            f"long-format votes name their items ({', '.join(repr(v) for v in items[:3])}, ...), and the budget's "
+            f"rows must follow the rows of X: order them with sklearn_cnat.evidence.read_evidence(votes)"
+            f".align(item_names) and pass the LabelEvidence, or number the items 0..n-1 (row positions)")
+    return record.take(np.argsort(np.asarray(items, dtype=np.int64), kind="stable"))
 
 
 def _read_multiannotator(X):
@@ -488,24 +458,33 @@ def _cleanlab_multiannotator(idx, missing, pred_probs):
 class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     """Turn label evidence into per-example noise budgets (:class:`NoiseBudget`).
 
-    ``X`` is label *evidence*, not features: one of
+    ``X`` is label *evidence*, not features, read by
+    :func:`sklearn_cnat.evidence.read_evidence` (an array, a DataFrame, a file name or a
+    :class:`~sklearn_cnat.evidence.LabelEvidence`): one of
 
     - ``"counts"``: a vote-count matrix of shape (n_samples, n_classes) of
       non-negative integers (integral floats accepted), column ``k`` for ``classes_[k]``;
     - ``"annotators"``: an annotator label matrix of shape (n_samples, n_annotators)
       with ``NaN``, ``None`` or ``-1`` for "not labelled" (cleanlab's multi-annotator format);
     - ``"labels"``: labels of shape (n_samples,) or (n_samples, 1);
+    - ``"long"``: one row per vote, a DataFrame with item, annotator and label columns
+      (crowd-kit's ``task, worker, label``). Its items must be the row positions
+      ``0..n-1``; for named items (file names) pass
+      ``read_evidence(votes).align(names)`` instead, which orders them by name;
     - ``"multiannotator"``: the output of
       ``cleanlab.multiannotator.get_label_quality_multiannotator`` (the dict, or its
       ``"label_quality"`` DataFrame). Add the annotator matrix to the dict under
       ``"labels_multiannotator"`` to get vote counts from it; otherwise each example
       counts as one vote at its consensus label.
 
-    ``evidence="auto"`` decides in this order: a dict, or a DataFrame with a
-    ``consensus_label`` column -> multiannotator; 1-D or (n, 1) -> labels; 2-D
-    non-numeric, or containing NaN or -1 -> annotators; other 2-D -> counts. A
-    complete annotator matrix (no missing entry) of small integers looks like counts:
-    pass ``evidence="annotators"`` for it. ``transform`` reads its input as the kind
+    ``evidence="auto"`` decides by structure, never by one value: a dict, or a DataFrame
+    with a ``consensus_label`` column -> multiannotator; a table with item, annotator
+    and label columns (by name) -> long; 1-D or (n, 1) -> labels; 2-D with a
+    non-numeric entry -> annotators; 2-D numeric without missing entries -> counts. A
+    numeric matrix with NaN, blanks or -1 is refused (broken counts, or an annotator
+    matrix: pass ``evidence="annotators"`` or ``"counts"``), and so is a complete
+    annotator matrix of integers read as counts unless declared: pass
+    ``evidence="annotators"`` for it. ``transform`` reads its input as the kind
     resolved in ``fit`` (``evidence_``).
 
     Evidence score ``p_error`` (used by the ``linear`` and ``piecewise`` mappings):
@@ -516,14 +495,15 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     - an annotator matrix with ``pred_probs``: cleanlab's CROWDLAB,
       ``1 - consensus_quality_score`` of ``get_label_quality_multiannotator``, and
       ``pi="onehot"`` sits at cleanlab's consensus label;
-    - multiannotator output: ``1 - consensus_quality_score``, one-hot at ``consensus_label``.
+    - multiannotator output: ``1 - consensus_quality_score``, one-hot at ``consensus_label``;
+    - with an ``aggregator``: ``1 - max_k P(class k | votes)`` under its model.
 
     ``pred_probs`` is refused with vote counts (CROWDLAB needs annotator identities;
     pass the annotator matrix instead) and with multiannotator output (already scored).
 
     Parameters
     ----------
-    evidence : {"auto", "counts", "annotators", "labels", "multiannotator"}, default="auto"
+    evidence : {"auto", "counts", "annotators", "labels", "long", "multiannotator"}, default="auto"
         How to read ``X`` (see above).
     classes : array-like of shape (n_classes,) or None, default=None
         The class labels, in column order. ``None``: ``arange(K)`` for counts and when
@@ -570,6 +550,16 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=0
         ``posterior``: seeds the Monte-Carlo draws (a row's draws depend only on the
         seed and the row's values, so a subset gets the same radii as the full set).
+    aggregator : object with ``fit_predict_proba`` or None, default=None
+        A model of annotator reliability with crowd-kit's interface:
+        ``fit_predict_proba(DataFrame[task, worker, label])`` returns a DataFrame indexed
+        by task with one column per label (e.g. crowd-kit's ``DawidSkene``, or
+        :class:`sklearn_cnat.aggregation.DawidSkene`). Cloned and fitted on the votes of
+        each call (``fit`` and ``transform`` alike). It sets the nominal: ``pi="votes"``
+        is its class posterior, ``pi="onehot"`` one-hot at its most probable class;
+        ``counts`` stay the votes. Needs annotator identities (an annotator matrix or
+        long format) and no ``pred_probs``. Such a ``pi_i`` depends on every example's
+        votes, so tier ``"stochastic"`` refuses the budgets (see Notes).
 
     Attributes
     ----------
@@ -602,6 +592,14 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     ``"auto"``, removing the last missing entry turns it into counts), never
     multiannotator output (scored on all rows by cleanlab).
 
+    With an ``aggregator`` the budgets carry ``aggregator=<its class name>`` and
+    ``rowwise=False``, and the tiers read as follows (docs/budgets.md, "Aggregators"):
+    ``"bounded"`` holds as stated (it is about the declared sets around the declared
+    ``pi``); the ridge ``"flip"`` tier counts rows of ``pi``, and one changed vote can move
+    many rows through the aggregator's annotator model; ``"stochastic"`` is refused
+    (Theorem 4 needs ``pi_i`` fixed by example ``i``'s own votes), and so are the
+    whole-model flip certificates of ``PartitionAggregationClassifier`` (row-wise budgets).
+
     Examples
     --------
     >>> import numpy as np
@@ -630,6 +628,7 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         "prior": [Interval(numbers.Real, 0, None, closed="neither")],
         "n_draws": [Interval(numbers.Integral, 100, None, closed="left")],
         "random_state": ["random_state"],
+        "aggregator": [HasMethods(["fit_predict_proba"]), None],
     }
 
     def __init__(
@@ -650,6 +649,7 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         prior=1.0,
         n_draws=4000,
         random_state=0,
+        aggregator=None,
     ):
         self.evidence = evidence
         self.classes = classes
@@ -667,6 +667,7 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         self.prior = prior
         self.n_draws = n_draws
         self.random_state = random_state
+        self.aggregator = aggregator
 
     # ------------------------------------------------------------------ fit / transform
 
@@ -721,22 +722,30 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
 
     def _rowwise(self, pred_probs):
         """Whether each output row is a function of its own evidence row (``NoiseBudget.rowwise``)."""
-        kind_fixed = self.evidence_ in ("counts", "labels") or self.evidence == self.evidence_ == "annotators"
-        return (self.mapping != "piecewise" and pred_probs is None and kind_fixed
+        kind_fixed = (self.evidence_ in ("counts", "labels", "long")
+                      or self.evidence == self.evidence_ == "annotators")
+        return (self.mapping != "piecewise" and pred_probs is None and kind_fixed and self.aggregator is None
                 and (self.classes is not None or self.evidence_ == "counts")
                 and (self.mapping != "posterior" or isinstance(self.random_state, numbers.Integral)))
 
     def _fit(self, X, pred_probs):
         self._validate_params()
         kind = _resolve_evidence(X, self.evidence)
-        self.evidence_ = kind
-        self.classes_ = self._infer_classes(kind, X, pred_probs)
-        self.n_classes_ = len(self.classes_)
         if self.random_state is None or isinstance(self.random_state, np.random.RandomState):
             self.seed_ = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         else:
             self.seed_ = int(self.random_state)
-        evidence = self._read(X, pred_probs)
+        if kind == "multiannotator":
+            self.evidence_ = kind
+            self.classes_ = self._infer_classes(kind, X, pred_probs)
+            self.n_classes_ = len(self.classes_)
+            evidence = self._read(X, pred_probs)
+        else:
+            record = self._record(X, kind, self._declared_classes(kind, X, pred_probs))
+            self.evidence_ = record.kind
+            self.classes_ = record.classes
+            self.n_classes_ = len(self.classes_)
+            evidence = self._score(record, pred_probs)
         self.threshold_ = None
         if self.mapping == "piecewise":
             if self.hard_fraction >= 1:
@@ -745,26 +754,64 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
                 self.threshold_ = float(np.quantile(evidence.p_error, 1.0 - self.hard_fraction))
         return evidence
 
-    def _infer_classes(self, kind, X, pred_probs):
+    def _declared_classes(self, kind, X, pred_probs):
+        """``classes`` validated; else ``arange(K)`` of ``pred_probs`` for label-valued evidence; else None."""
         if self.classes is not None:
             classes = np.asarray(self.classes)
             if classes.ndim != 1 or classes.size == 0:
                 raise NoiseBudgetError(f"classes must be a non-empty 1-D list, got shape {classes.shape}")
             if len(np.unique(classes)) != len(classes):
                 raise NoiseBudgetError("classes must not contain duplicates")
-            if kind == "counts" and np.ndim(X) == 2 and np.shape(X)[1] != len(classes):
-                raise NoiseBudgetError(f"vote counts have {np.shape(X)[1]} columns but classes has "
-                                       f"{len(classes)} entries; they must match")
             return classes
-        if kind == "counts":
-            return np.arange(np.asarray(X).shape[1]) if np.ndim(X) == 2 else np.arange(0)
-        if pred_probs is not None:
+        if pred_probs is not None and kind not in ("counts", None):
             return np.arange(np.shape(pred_probs)[1]) if np.ndim(pred_probs) == 2 else np.arange(0)
+        return None
+
+    def _record(self, X, kind, classes):
+        """``X`` read once into a :class:`~sklearn_cnat.evidence.LabelEvidence` (rows in the order of X)."""
+        if kind == "counts" and classes is not None and not isinstance(X, LabelEvidence) \
+                and not hasattr(X, "columns") and np.ndim(X) == 2 and np.shape(X)[1] != len(classes):
+            fitted = hasattr(self, "n_classes_") and classes is self.classes_
+            raise NoiseBudgetError(f"vote counts have {np.shape(X)[1]} columns but "
+                                   + (f"the transformer was fitted with {len(classes)} classes" if fitted else
+                                      f"classes has {len(classes)} entries; they must match"))
+        record = read_evidence(X, "auto" if kind is None else kind, classes=classes)
+        if record.kind == "long" and not isinstance(X, LabelEvidence):
+            record = _positional(record)
+        return record
+
+    def _score(self, record, pred_probs):
+        """Counts, one-hot indices and ``p_error`` (and an aggregator's posterior) from a record."""
+        kind, k, counts = record.kind, record.n_classes, np.array(record.counts)
+        if self.aggregator is not None:
+            if pred_probs is not None:
+                raise NoiseBudgetError("pred_probs cannot be combined with an aggregator (both score the labels): "
+                                       "drop one")
+            post = _aggregate(self.aggregator, record)
+            return _Evidence(counts, np.argmax(post, axis=1), 1.0 - post.max(axis=1), posterior=post)
+        if kind == "counts":
+            if pred_probs is not None:
+                raise NoiseBudgetError("pred_probs cannot be combined with vote counts (cleanlab's CROWDLAB "
+                                       "needs annotator identities): pass the annotator matrix instead")
+            return _Evidence(counts, _plurality(counts), _disagreement(counts))
         if kind == "labels":
-            return _tidy_classes(_read_labels(X))
-        if kind == "annotators":
-            arr, missing = _read_annotators(X)
-            return _tidy_classes(_as_label_values(arr[~missing], "annotator labels"))
+            idx = _plurality(counts)
+            if pred_probs is None:
+                return _Evidence(counts, idx, np.zeros(len(idx)))
+            pred_probs = _check_pred_probs(pred_probs, len(idx), k)
+            return _Evidence(counts, idx, 1.0 - _cleanlab_label_quality(idx, pred_probs))
+        if pred_probs is None:
+            return _Evidence(counts, _plurality(counts), _disagreement(counts))
+        idx, missing = record.annotator_matrix()
+        pred_probs = _check_pred_probs(pred_probs, len(counts), k)
+        consensus, quality = _cleanlab_multiannotator(idx, missing, pred_probs)
+        return _Evidence(counts, consensus, 1.0 - quality)
+
+    def _infer_classes(self, kind, X, pred_probs):
+        """Classes of cleanlab multiannotator output (declared, or its labels)."""
+        declared = self._declared_classes(kind, X, pred_probs)
+        if declared is not None:
+            return declared
         consensus, _, matrix = _read_multiannotator(X)
         values = [consensus]
         if matrix is not None:
@@ -774,36 +821,14 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
     def _read(self, X, pred_probs):
         """Parse ``X`` (of kind ``evidence_``) into counts, one-hot indices and ``p_error``."""
         kind, k = self.evidence_, self.n_classes_
-        if kind == "counts":
-            if pred_probs is not None:
-                raise NoiseBudgetError("pred_probs cannot be combined with vote counts (cleanlab's CROWDLAB "
-                                       "needs annotator identities): pass the annotator matrix instead")
-            counts = _read_counts(X)
-            if counts.shape[1] != k:
-                raise NoiseBudgetError(f"vote counts have {counts.shape[1]} columns but the transformer was "
-                                       f"fitted with {k} classes")
-            return _Evidence(counts, _plurality(counts), _disagreement(counts))
-        if kind == "labels":
-            idx = _encode(_read_labels(X), self.classes_, "labels")
-            counts = _onehot_counts(idx, k)
-            if pred_probs is None:
-                return _Evidence(counts, idx, np.zeros(len(idx)))
-            pred_probs = _check_pred_probs(pred_probs, len(idx), k)
-            return _Evidence(counts, idx, 1.0 - _cleanlab_label_quality(idx, pred_probs))
-        if kind == "annotators":
-            arr, missing = _read_annotators(X)
-            idx = np.zeros(arr.shape, dtype=np.intp)
-            idx[~missing] = _encode(arr[~missing], self.classes_, "annotator labels")
-            counts = _annotator_counts(idx, missing, k)
-            if pred_probs is None:
-                return _Evidence(counts, _plurality(counts), _disagreement(counts))
-            pred_probs = _check_pred_probs(pred_probs, len(counts), k)
-            consensus, quality = _cleanlab_multiannotator(idx, missing, pred_probs)
-            return _Evidence(counts, consensus, 1.0 - quality)
-        # multiannotator
+        if kind != "multiannotator":
+            return self._score(self._record(X, kind, self.classes_), pred_probs)
         if pred_probs is not None:
             raise NoiseBudgetError("pred_probs is not used with cleanlab multiannotator output (it is already "
                                    "scored); drop pred_probs")
+        if self.aggregator is not None:
+            raise NoiseBudgetError("an aggregator cannot rescore cleanlab multiannotator output; pass the "
+                                   "annotator matrix instead")
         consensus, quality, matrix = _read_multiannotator(X)
         label_idx = _encode(consensus, self.classes_, "consensus labels")
         if matrix is None:
@@ -816,7 +841,12 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
         return _Evidence(counts, label_idx, 1.0 - quality)
 
     def _budget(self, ev, rowwise=False):
-        pi = _nominal(ev.counts, ev.label_idx, self.pi, self.smoothing)
+        if ev.posterior is None:
+            pi = _nominal(ev.counts, ev.label_idx, self.pi, self.smoothing)
+        else:
+            pi = ev.posterior if self.pi == "votes" else _onehot_counts(ev.label_idx, ev.counts.shape[1])
+            if self.smoothing:
+                pi = (1.0 - self.smoothing) * pi + self.smoothing / pi.shape[1]
         if self.mapping == "posterior":
             no_support = np.flatnonzero(np.any(pi <= 0, axis=1))
             if no_support.size:
@@ -834,4 +864,6 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
             rho = _pinsker_rho(r)
         budget = _with_rowwise(NoiseBudget(pi=pi, r=r, rho=rho, classes_=self.classes_, counts=ev.counts,
                                            p_error=ev.p_error), rowwise)
+        if self.aggregator is not None:
+            budget = _with_aggregator(budget, type(self.aggregator).__name__)
         return budget if self.scale == 1 else budget.scaled(self.scale)

@@ -9,6 +9,9 @@
   annotators: the package's default data, no download.
 * :func:`load_cifar10n` reads CIFAR-10 images with the CIFAR-10N human labels
   from a local folder.
+* :func:`load_image_folder` reads a folder of images (one subfolder per class, or
+  flat) and returns the images with their file names, the key that ties them to
+  crowd votes (:meth:`sklearn_cnat.evidence.LabelEvidence.align`).
 """
 
 import numbers
@@ -22,13 +25,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_array
 
-from .exceptions import CNATValueError
+from .exceptions import CNATValueError, InputFileError
 
 __all__ = [
     "simulate_annotators",
     "votes_from_annotator_labels",
     "load_digits_votes",
     "load_cifar10n",
+    "load_image_folder",
 ]
 
 # Constants of the generative model (docs/datasets.md, "Defaults").
@@ -628,3 +632,124 @@ three independent annotations of each training image (noise rates about
 17-18 % each), aggre their majority (9.0 %), worse a wrong one whenever any
 annotator was wrong (40.2 %). votes counts the labels chosen by `noise`.
 """
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _image_files(folder):
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _read_image(path, image_size):
+    """One image as uint8 (H, W, 3); an unreadable file raises InputFileError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if image_size is not None:
+                img = img.resize((image_size, image_size))
+            return np.asarray(img, dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise InputFileError(f"{path}: not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputFileError(f"{path}: cannot decode the image ({exc}); the file may be truncated or "
+                             f"corrupt") from None
+
+
+def load_image_folder(path, *, layout="auto", image_size=None):
+    """Load a folder of images with their file names (and classes from subfolders).
+
+    Two layouts: ``"classes"``, one subfolder per class holding its images
+    (``root/cat/001.png``), and ``"flat"``, the images directly in the folder
+    (``root/001.png``). Hidden files and files without an image extension
+    (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.gif``, ``.tif``, ``.tiff``, ``.webp``)
+    are skipped. Images are read as RGB, in sorted order (classes, then file names).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder.
+    layout : {"auto", "classes", "flat"}, default="auto"
+        ``"auto"``: ``"classes"`` when the images are in subfolders, ``"flat"`` when they
+        are in the folder itself; a folder with images in both places is refused.
+    image_size : int or None, default=None
+        Resize every image to ``image_size x image_size``. None keeps the sizes, which
+        must then all agree.
+
+    Returns
+    -------
+    data : Bunch
+        ``images`` (n, H, W, 3) uint8 (NHWC, as ``CNATClassifier`` reads images);
+        ``names`` (n,) str, the paths relative to ``path`` in POSIX form
+        (``"cat/001.png"`` or ``"001.png"``), the keys to match votes by;
+        ``filenames`` (n,) str, full paths; ``target`` (n,) int64 class indices and
+        ``target_names`` (K,) the subfolder names, or None for ``"flat"``; ``layout``.
+
+    Raises
+    ------
+    InputFileError
+        For a missing folder, a folder without images, mixed layouts, an image that
+        cannot be decoded (a truncated PNG, say) or images of different sizes without
+        ``image_size``; the message names the file.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sklearn_cnat.datasets import load_image_folder
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("cat/a.png", "cat/b.png", "dog/c.png"):
+    ...     (root / name).parent.mkdir(exist_ok=True)
+    ...     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(root / name)
+    >>> data = load_image_folder(root)
+    >>> data.images.shape, data.names.tolist(), data.target.tolist()
+    ((3, 4, 4, 3), ['cat/a.png', 'cat/b.png', 'dog/c.png'], [0, 0, 1])
+    """
+    if layout not in ("auto", "classes", "flat"):
+        raise CNATValueError(f"layout must be 'auto', 'classes' or 'flat', got {layout!r}.")
+    if image_size is not None:
+        image_size = _check_int(image_size, "image_size", 1)
+    root = Path(path)
+    if not root.exists():
+        raise InputFileError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise InputFileError(f"{root} is not a folder of images")
+    top = _image_files(root)
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [(d.name, _image_files(d)) for d in subfolders]
+    per_class = [(name, files) for name, files in per_class if files]
+    if layout == "auto":
+        if top and per_class:
+            raise InputFileError(f"{root} holds images both at its top level ({top[0].name}, ...) and in subfolders "
+                                 f"({per_class[0][0]}/, ...): pass layout='classes' or layout='flat'")
+        layout = "classes" if per_class else "flat"
+    if layout == "classes":
+        if not per_class:
+            raise InputFileError(f"{root}: no images in class subfolders (layout='classes')")
+        files = [f for _, fs in per_class for f in fs]
+        target = np.concatenate([np.full(len(fs), k, dtype=np.int64) for k, (_, fs) in enumerate(per_class)])
+        target_names = np.array([name for name, _ in per_class])
+    else:
+        if not top:
+            raise InputFileError(f"{root}: no image files (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        files, target, target_names = top, None, None
+    images = [_read_image(f, image_size) for f in files]
+    shapes = {img.shape for img in images}
+    if len(shapes) > 1:
+        first = next(f for f, img in zip(files, images) if img.shape != images[0].shape)
+        raise InputFileError(f"images of different sizes in {root} ({files[0].name}: {images[0].shape[:2]}, "
+                             f"{first.relative_to(root).as_posix()}: "
+                             f"{next(img.shape[:2] for f, img in zip(files, images) if f == first)}): pass "
+                             f"image_size to resize them")
+    return Bunch(
+        images=np.stack(images),
+        names=np.array([f.relative_to(root).as_posix() for f in files]),
+        filenames=np.array([str(f) for f in files]),
+        target=target,
+        target_names=target_names,
+        layout=layout,
+    )

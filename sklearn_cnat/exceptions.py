@@ -12,7 +12,7 @@ scikit-learn's own estimators do.
 
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["CNATError", "CNATValueError", "CNATTypeError", "NoiseBudgetError", "NotFittedError",
+__all__ = ["CNATError", "CNATValueError", "CNATTypeError", "NoiseBudgetError", "InputFileError", "NotFittedError",
            "CertificationError", "TrivialCertificateWarning"]
 
 
@@ -34,6 +34,14 @@ class CNATTypeError(CNATError, TypeError):
 class NoiseBudgetError(CNATValueError):
     """Raised when label evidence or a noise budget is invalid (shapes, NaN, negative
     counts, radii out of range, mismatched number of classes)."""
+
+
+class InputFileError(CNATValueError, OSError):
+    """Raised when a file cannot be read as the input it should be: missing, empty,
+    truncated, undecodable or of an unsupported format. The message names the file.
+
+    Also an ``OSError`` (and a ``ValueError``), like ``io.UnsupportedOperation``.
+    """
 
 
 class NotFittedError(CNATError, _SklearnNotFittedError):

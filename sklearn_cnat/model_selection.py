@@ -11,6 +11,20 @@ is delegated to scikit-learn; its private scorer registry is never modified.
 the rows of ``X``, so each fold's scorer sees the test fold's votes. For a
 classifier and a vote matrix, an integer ``cv`` (or the default ``None``, i.e.
 5) becomes :class:`PluralityStratifiedKFold`.
+
+scikit-learn's own ``cross_val_score``, ``cross_validate``, ``GridSearchCV`` and
+``RandomizedSearchCV`` work too when given scorer *objects* rather than names (its
+name ``"accuracy"`` means its own scorer, which cannot read a vote matrix) and an
+explicit ``cv``::
+
+    from sklearn.model_selection import cross_val_score
+    from sklearn_cnat.metrics import plurality_accuracy_scorer
+    cross_val_score(clf, X, votes, scoring=plurality_accuracy_scorer, cv=PluralityStratifiedKFold(5))
+
+The objects are listed in :mod:`sklearn_cnat.metrics` (``plurality_accuracy_scorer``,
+``neg_log_loss_votes_scorer``, ``neg_brier_votes_scorer``, ``neg_ece_scorer``,
+``cnr_coverage_scorer``, ``certified_accuracy_scorer``, ...; ``make_cnr_scorer`` for
+other tiers).
 """
 
 from numbers import Integral

@@ -132,7 +132,7 @@ def test_counts_integral_floats_and_classes_names():
 @pytest.mark.parametrize("missing", [np.nan, -1])
 def test_annotators(missing):
     ann = np.array([[0, 0, missing], [1, 2, 2], [missing, missing, 1], [0, 1, 2]], dtype=float)
-    t = NoiseBudgetTransformer(pi="votes")
+    t = NoiseBudgetTransformer(pi="votes", evidence="annotators")
     b = t.fit_transform(ann)
     assert t.evidence_ == "annotators"
     assert t.classes_.tolist() == [0, 1, 2] and t.classes_.dtype.kind == "i"
@@ -156,7 +156,7 @@ def test_annotators_strings_dataframe_and_explicit_kind():
 
 def test_transform_reads_fit_kind():
     ann = np.array([[0, np.nan], [1, 1], [2, 0]])
-    t = NoiseBudgetTransformer().fit(ann)
+    t = NoiseBudgetTransformer(evidence="annotators").fit(ann)
     b = t.transform(np.array([[0, 1], [2, 2]]))  # no missing entry, still annotators
     np.testing.assert_array_equal(b.counts, [[1, 1, 0], [0, 0, 2]])
 
@@ -216,7 +216,7 @@ def test_cleanlab_multiannotator_paths():
     np.testing.assert_array_equal(b.counts, votes)
     np.testing.assert_allclose(b.pi, votes / votes.sum(axis=1, keepdims=True))
     # an annotator matrix with pred_probs runs the same CROWDLAB scoring internally
-    b2 = NoiseBudgetTransformer().fit_transform(ann, pred_probs=pred_probs)
+    b2 = NoiseBudgetTransformer(evidence="annotators").fit_transform(ann, pred_probs=pred_probs)
     np.testing.assert_allclose(b2.p_error, p_error)
     np.testing.assert_array_equal(b2.pi, np.eye(3)[consensus])
     np.testing.assert_array_equal(b2.counts, votes)
@@ -229,18 +229,25 @@ def test_annotators_single_label_each_with_pred_probs_falls_back_to_rank():
     ann = np.full((10, 2), np.nan)
     ann[::2, 0] = y[::2]
     ann[1::2, 1] = y[1::2]
-    b = NoiseBudgetTransformer().fit_transform(ann, pred_probs=pred_probs)
+    b = NoiseBudgetTransformer(evidence="annotators").fit_transform(ann, pred_probs=pred_probs)
     np.testing.assert_allclose(b.p_error, 1 - get_label_quality_scores(y, pred_probs))
 
 
 @pytest.mark.parametrize("X, kind", [
     ([0, 1, 1], "labels"), ([[0], [1]], "labels"), ([[1, 0], [0, 2]], "counts"),
-    ([[1, np.nan], [0, 1]], "annotators"), ([[1, -1], [0, 1]], "annotators"),
     (np.array([["a", "b"], ["b", "b"]], dtype=object), "annotators"),
     (pd.DataFrame({"consensus_label": [0, 1], "consensus_quality_score": [0.9, 0.4]}), "multiannotator"),
 ])
 def test_auto_rule(X, kind):
     assert NoiseBudgetTransformer().fit(X).evidence_ == kind
+
+
+@pytest.mark.parametrize("X", [[[1, np.nan], [0, 1]], [[1, -1], [0, 1]], [[3, 0, 0], [2, 1, 0], [np.nan, 1, 2]]])
+def test_auto_refuses_counts_or_annotators(X):
+    # one NaN or -1 never turns counts into an annotator matrix: "auto" asks which it is
+    with pytest.raises(NoiseBudgetError, match="ambiguous.*vote counts.*annotator label matrix.*evidence='annotators'"):
+        NoiseBudgetTransformer().fit(X)
+    assert NoiseBudgetTransformer(evidence="annotators").fit(X).evidence_ == "annotators"
 
 
 # --------------------------------------------------------------------------- nominal and mappings
@@ -322,14 +329,15 @@ def test_posterior_matches_precise_quantile():
 
 def test_posterior_deterministic_and_subset_invariant():
     _, ann, _ = _noisy_annotators(n=60, k=4, m=5)
-    t = _posterior(pi="votes", random_state=7)
+    t = _posterior(pi="votes", random_state=7, evidence="annotators")
     b = t.fit_transform(ann)
     np.testing.assert_array_equal(t.transform(ann[10:20]).r, b.r[10:20])
     np.testing.assert_array_equal(clone(t).fit_transform(ann).rho, b.rho)
-    assert not np.array_equal(_posterior(pi="votes", random_state=8).fit_transform(ann).r, b.r)
+    assert not np.array_equal(_posterior(pi="votes", random_state=8, evidence="annotators").fit_transform(ann).r,
+                              b.r)
     same = np.all(b.counts[:, None, :] == b.counts[None, :, :], axis=2)  # identical count rows
     assert np.all((b.r[:, None] == b.r[None, :])[same])
-    assert _posterior(random_state=None).fit(ann).seed_ >= 0
+    assert _posterior(random_state=None, evidence="annotators").fit(ann).seed_ >= 0
 
 
 def test_posterior_prior_concentration():
@@ -354,7 +362,7 @@ def test_posterior_needs_full_support():
     ([[1, -2], [0, 1]], "auto", "must be non-negative"),
     ([[1.5, 0], [0, 1]], "auto", "must be integers"),
     ([[1, 0], [0, 0]], "auto", "zero votes"),
-    ([[np.nan, np.nan], [0, 1]], "auto", "zero votes"),
+    ([[np.nan, np.nan], [0, 1]], "annotators", "zero votes"),
     ([[np.inf, 0], [0, 1]], "annotators", "infinite"),
     ([0.0, np.nan, 1.0], "auto", "labels contain NaN"),
     (np.array([["a", None], ["b", "a"]], dtype=object), "labels", "must be 1-D"),
@@ -379,7 +387,7 @@ def test_labels_outside_classes():
     with pytest.raises(NoiseBudgetError, match="labels outside the classes"):
         NoiseBudgetTransformer(classes=[0, 1]).fit([0, 2])
     with pytest.raises(NoiseBudgetError, match="annotator labels contain labels outside"):
-        NoiseBudgetTransformer(classes=[0, 1]).fit([[0, np.nan], [2, 1]])
+        NoiseBudgetTransformer(classes=[0, 1], evidence="annotators").fit([[0, np.nan], [2, 1]])
 
 
 def test_class_count_mismatch():

@@ -34,6 +34,24 @@ def _warn_trivial_kl(pi, rho, geometry, tier, stacklevel=3):
             TrivialCertificateWarning, stacklevel=stacklevel)
 
 
+def _check_nominal(budget, tier):
+    """Refuse a tier whose proof needs ``pi_i`` to be a function of example ``i``'s own votes.
+
+    Tier "stochastic" (Theorem 4 of docs/certificates.md) redraws every example's votes
+    and needs each nominal row fixed by that example's votes alone; a ``pi`` set by an
+    aggregator (``NoiseBudget.aggregator``, e.g. Dawid-Skene) depends on every example's
+    votes through its model of the annotators.
+    """
+    name = getattr(budget, "aggregator", None)
+    if tier == "stochastic" and name is not None:
+        raise CertificationError(
+            f"tier='stochastic' needs each row of pi to be fixed by that example's own votes (vote mean or "
+            f"plurality; docs/certificates.md, Theorem 4), and this budget's pi was set by the aggregator {name}, "
+            f"whose model of the annotators depends on every example's votes. Use tier='bounded' (about the "
+            f"declared sets around this pi) or tier='flip' (about rows of pi), or build the budget without "
+            f"aggregator= for tier 'stochastic'")
+
+
 def _per_point(value, name, n, dtype=None, optional=False):
     if value is None:
         if optional:
@@ -47,7 +65,7 @@ def _per_point(value, name, n, dtype=None, optional=False):
     return arr
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Certificate:
     """Per-point certificates of a classifier's predictions against label changes.
 
@@ -102,6 +120,9 @@ class Certificate:
     0.5
     >>> cert.certified_accuracy([0, 1])
     0.5
+    >>> cert
+    Certificate(tier='flip', m=1, engine='ridge-flip-exact', scope='model', n_points=2, certified=1, \
+coverage=0.500, covers='all training rows'; per point: .to_frame())
     """
 
     tier: str
@@ -170,6 +191,18 @@ class Certificate:
 
     def __len__(self):
         return self.prediction.shape[0]
+
+    def __repr__(self):
+        n = len(self)
+        extra = {"stochastic": f", delta={self.delta!r}", "flip": f", m={self.m!r}"}.get(self.tier, "")
+        if self.covers is None:
+            covers = "all training rows"
+        else:
+            covers = (f"all {self.covers.size} training rows" if self.covers.all()
+                      else f"{int(self.covers.sum())} of {self.covers.size} training rows")
+        return (f"Certificate(tier={self.tier!r}{extra}, engine={self.engine!r}, scope={self.scope!r}, "
+                f"n_points={n}, certified={int(self.certified.sum())}, coverage={self.coverage:.3f}, "
+                f"covers={covers!r}; per point: .to_frame())")
 
     @property
     def coverage(self):

@@ -6,6 +6,22 @@ instead :func:`get_scorer` resolves our names and falls back to
 ``sklearn.metrics.get_scorer`` for every other name, and
 :mod:`sklearn_cnat.model_selection` offers drop-ins that resolve names through
 it. See ``docs/metrics.md``.
+
+With scikit-learn's *own* tools, pass the scorer objects instead of names:
+scikit-learn's scorers behind ``scoring="accuracy"`` cannot read a vote matrix (the
+folds fail with "Scoring failed" and the scores are NaN), while ours can::
+
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn_cnat.metrics import cnr_coverage_scorer, plurality_accuracy_scorer
+    from sklearn_cnat.model_selection import PluralityStratifiedKFold
+
+    cross_val_score(clf, X, votes, scoring=plurality_accuracy_scorer, cv=PluralityStratifiedKFold(5))
+    GridSearchCV(clf, {"alpha": [1, 10]}, cv=PluralityStratifiedKFold(5),
+                 scoring={"acc": plurality_accuracy_scorer, "cov": cnr_coverage_scorer}, refit="acc")
+
+Each is ``scorer(estimator, X, y, sample_weight=None)``, greater is better;
+``get_scorer(name)`` returns the same objects by name. Pass ``cv`` explicitly: for a
+vote matrix scikit-learn's default is an unstratified ``KFold``.
 """
 
 import copy
@@ -29,7 +45,19 @@ from ._classification import (
 )
 from ..exceptions import CNATTypeError, CNATValueError
 
-__all__ = ["get_scorer", "get_scorer_names", "make_cnr_scorer"]
+__all__ = [
+    "get_scorer",
+    "get_scorer_names",
+    "make_cnr_scorer",
+    "plurality_accuracy_scorer",
+    "ambiguity_accuracy_scorer",
+    "neg_log_loss_votes_scorer",
+    "neg_brier_votes_scorer",
+    "neg_ece_scorer",
+    "plausible_label_map_scorer",
+    "cnr_coverage_scorer",
+    "certified_accuracy_scorer",
+]
 
 
 def _is_vote_matrix(y):
@@ -252,6 +280,25 @@ _SCORERS = {
     "cnr_coverage": make_cnr_scorer("coverage"),
     "certified_accuracy": make_cnr_scorer("certified_accuracy"),
 }
+
+
+# Scorer objects for scikit-learn's own cross_val_score, GridSearchCV, ... (module docstring).
+#: ``get_scorer("accuracy")``: accuracy against the plurality vote of ``y``.
+plurality_accuracy_scorer = _SCORERS["accuracy"]
+#: ``get_scorer("ambiguity_accuracy")``: a prediction counts if it is among the most-voted classes.
+ambiguity_accuracy_scorer = _SCORERS["ambiguity_accuracy"]
+#: ``get_scorer("neg_log_loss")``: minus the log loss against the vote distributions.
+neg_log_loss_votes_scorer = _SCORERS["neg_log_loss"]
+#: ``get_scorer("neg_brier_score")``: minus the Brier score against the vote distributions.
+neg_brier_votes_scorer = _SCORERS["neg_brier_score"]
+#: ``get_scorer("neg_ece")``: minus the expected calibration error against the plurality vote.
+neg_ece_scorer = _SCORERS["neg_ece"]
+#: ``get_scorer("plausible_label_map")``: mean average precision of the plausible labels.
+plausible_label_map_scorer = _SCORERS["plausible_label_map"]
+#: ``get_scorer("cnr_coverage")``: fraction certified, tier "stochastic", ``delta=0.05``.
+cnr_coverage_scorer = _SCORERS["cnr_coverage"]
+#: ``get_scorer("certified_accuracy")``: certified and right, tier "stochastic", ``delta=0.05``.
+certified_accuracy_scorer = _SCORERS["certified_accuracy"]
 
 
 def get_scorer_names():
