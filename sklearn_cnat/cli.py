@@ -1,9 +1,12 @@
 """The ``cnat`` command: measure disagreement, set budgets, train robustly, certify, relabel.
 
 ``cnat run`` with no arguments runs the whole loop on an embedded default
-(scikit-learn's digits with simulated annotators). Exit codes: 0 success,
-2 bad usage or input (missing file, bad shape, unknown class), 1 unexpected
-failure.
+(scikit-learn's digits with simulated annotators). ``cnat run --images DIR --votes
+FILE`` reads the votes with :func:`sklearn_cnat.evidence.read_evidence` and the images
+with :func:`sklearn_cnat.datasets.load_image_folder`, and matches them by file name.
+Exit codes: 0 success, 2 bad usage or input (an option out of range, a missing or
+unreadable file, names or classes that do not match; checked before any training),
+1 unexpected failure.
 """
 
 import argparse
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import CNATError
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
@@ -21,110 +26,157 @@ class _InputError(Exception):
     """A problem with the user's files or options (exit code 2)."""
 
 
+# --------------------------------------------------------------------------- options
+
+
+def _check_options(args):
+    """Every option error before any file is read or any model trained (exit 2, option named)."""
+    def need(ok, message):
+        if not ok:
+            raise _InputError(message)
+
+    need(0.0 < args.delta < 1.0, f"--delta must be in (0, 1) (a failure probability), got {args.delta}")
+    need(0.0 < args.test_size < 1.0, f"--test-size must be in (0, 1) (the held-out fraction), got {args.test_size}")
+    need(0.0 <= args.radius <= 2.0, f"--radius must be in [0, 2] (an l1 radius), got {args.radius}")
+    need(np.isfinite(args.alpha) and args.alpha > 0, f"--alpha must be > 0, got {args.alpha}")
+    for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size), ("--subset", args.subset),
+                        ("--n-relabel", args.n_relabel), ("--extra-votes", args.extra_votes)):
+        need(value >= 1, f"{flag} must be >= 1, got {value}")
+    need(not (args.cifar10n and (args.images or args.votes)), "--cifar10n cannot be combined with --images/--votes")
+    need(not (args.votes and not args.images), "--votes needs --images (the images the votes are about)")
+    out = Path(args.output)
+    need(not out.exists() or out.is_dir(), f"--output {out} exists and is not a folder")
+
+
 # --------------------------------------------------------------------------- loading
 
 
-def _load_votes(path, evidence):
-    path = Path(path)
-    if not path.exists():
-        raise _InputError(f"votes file not found: {path}")
-    if path.suffix == ".npy":
-        votes = np.load(path, allow_pickle=False)
-    elif path.suffix in (".csv", ".txt"):
-        rows = list(csv.reader(path.open()))
-        if rows and any(not _is_number(c) for c in rows[0] if c.strip()):
-            rows = rows[1:]  # header
-        try:
-            votes = np.array([[float(c) if c.strip() else np.nan for c in row] for row in rows])
-        except ValueError as exc:
-            raise _InputError(f"{path}: every cell must be a number or blank ({exc})") from exc
-    else:
-        raise _InputError(f"votes must be a .npy or .csv file, got {path.name}")
-    if votes.ndim == 2 and votes.shape[1] == 1:
-        votes = votes[:, 0]
-    if evidence == "auto" and votes.ndim == 2 and np.isnan(votes).any():
-        evidence = "annotators"
-    return votes, evidence
-
-
-def _is_number(text):
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _load_images(path, image_size):
+    """``(images, names, classes, target)``; names/classes/target None for an .npy array."""
+    from .datasets import load_image_folder
+
     path = Path(path)
     if not path.exists():
         raise _InputError(f"images not found: {path}")
     if path.is_file():
         if path.suffix != ".npy":
-            raise _InputError(f"images must be a .npy array or a folder of class subfolders, got {path.name}")
-        images = np.load(path, allow_pickle=False)
+            raise _InputError(f"--images must be a folder of image files or an .npy array, got {path.name}")
+        try:
+            images = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise _InputError(f"{path}: not a readable .npy array ({exc})") from None
         if images.ndim not in (3, 4):
             raise _InputError(f"{path}: expected images of shape (n, H, W[, C]) or (n, C, H, W), got {images.shape}")
-        return images, None, None
-    from PIL import Image
-
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise _InputError(f"{path}: expected at least two class subfolders, found {classes}")
-    images, labels = [], []
-    for k, name in enumerate(classes):
-        for f in sorted((path / name).iterdir()):
-            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
-                continue
-            img = Image.open(f).convert("RGB").resize((image_size, image_size))
-            images.append(np.asarray(img, dtype=np.uint8))
-            labels.append(k)
-    if not images:
-        raise _InputError(f"{path}: no image files in the class subfolders")
-    return np.stack(images), np.array(labels), np.array(classes)
+        return images, None, None, None
+    data = load_image_folder(path, image_size=image_size)
+    return data.images, data.names, data.target_names, data.target
 
 
-def _load_data(args):
+def _match_items(ev, names, n_images, images_arg, notes):
+    """Votes in image order: by item name, or by position when neither side has names."""
+    votes_name = ev.source
+    if names is None and ev.items is None:
+        if len(ev) != n_images:
+            raise _InputError(f"{n_images} images but {len(ev)} rows of votes")
+        notes.append(f"matched the {n_images} images of {Path(images_arg).name} to the {len(ev)} rows of "
+                     f"{votes_name} by position (neither names its items)")
+        return ev
+    if names is None:
+        raise _InputError(f"{votes_name} names its items (first: {ev.items[0]!r}) but {Path(images_arg).name} is an "
+                          f"array without file names: pass --images a folder of image files so that votes are "
+                          f"matched by name")
+    if ev.items is None:
+        raise _InputError(f"the images in {images_arg} have file names but {votes_name} does not name its items: "
+                          f"add a column 'image' with each row's file name (rows are never matched to files by "
+                          f"position)")
+    return ev.align(names, what=f"images in {images_arg}")
+
+
+def _match_classes(ev, folder_classes, images_arg, notes):
+    """The evidence over the class folders' names (or its own classes without class folders)."""
+    import dataclasses
+
+    if folder_classes is None:
+        return ev
+    folders = np.asarray(folder_classes)
+    k = len(folders)
+    own = ev.classes.tolist()
+    by_name = all(str(c) in {str(f) for f in folders} for c in own)
+    if ev.kind == "counts":
+        if ev.n_classes != k:
+            raise _InputError(f"{ev.source} has {ev.n_classes} count columns but {images_arg} has {k} class folders "
+                              f"({', '.join(map(str, folders))}): give one count column per class folder, named "
+                              f"after it (or in folder order)")
+        if by_name:
+            return ev.to_classes(folders)
+        if own == list(range(k)):
+            notes.append(f"count columns of {ev.source} read in class-folder order: {', '.join(map(str, folders))}")
+            return dataclasses.replace(ev, classes=folders)
+        raise _InputError(f"the count columns of {ev.source} ({', '.join(map(str, own))}) are not the class folders "
+                          f"of {images_arg} ({', '.join(map(str, folders))}); if the columns are annotators pass "
+                          f"--evidence annotators")
+    if by_name:
+        return ev.to_classes(folders)
+    if all(isinstance(c, (int, np.integer)) and 0 <= c < k for c in own):
+        notes.append(f"labels of {ev.source} read as indices of the sorted class folders: "
+                     + ", ".join(f"{i}={f}" for i, f in enumerate(folders)))
+        return dataclasses.replace(ev, classes=folders[np.asarray(own, dtype=int)]).to_classes(folders)
+    unknown = [c for c in own if str(c) not in {str(f) for f in folders}]
+    raise _InputError(f"{ev.source} has labels that are not class folders of {images_arg} "
+                      f"({', '.join(map(str, folders))}): {', '.join(repr(c) for c in unknown[:5])}")
+
+
+def _load_data(args, notes):
     from .datasets import load_cifar10n, load_digits_votes
+    from .evidence import LabelEvidence, read_evidence
 
     if args.cifar10n:
         d = load_cifar10n(args.cifar10n, noise="random", subset=args.subset, random_state=args.seed)
-        return dict(name="cifar10n", X=d.x_train, y=d.votes, evidence="counts", X_test=d.x_test,
-                    y_test=d.y_test, kind="images", classes=np.asarray(d.target_names))
+        return dict(name="cifar10n", X=d.x_train, y=d.votes, items=None, X_test=d.x_test, y_test=d.y_test,
+                    kind="images", classes=np.asarray(d.target_names))
     if args.images:
-        X, folder_labels, folder_classes = _load_images(args.images, args.image_size)
+        X, names, folder_classes, target = _load_images(args.images, args.image_size)
         if args.votes:
-            y, evidence = _load_votes(args.votes, args.evidence)
-        elif folder_labels is not None:
-            y, evidence = folder_labels, "labels"
+            ev = read_evidence(args.votes, evidence=args.evidence)
+            ev = _match_classes(_match_items(ev, names, len(X), args.images, notes), folder_classes, args.images,
+                                notes)
+        elif folder_classes is not None:
+            ev = LabelEvidence(counts=np.eye(len(folder_classes))[target], classes=folder_classes, items=names,
+                               kind="labels", source=str(args.images))
+            notes.append(f"one vote per image from its class folder ({len(folder_classes)} classes)")
         else:
-            raise _InputError("--images given as an array needs --votes (counts or annotator labels)")
-        if len(y) != len(X):
-            raise _InputError(f"{len(X)} images but {len(y)} rows of votes")
-        return dict(name=Path(args.images).stem, X=X, y=y, evidence=evidence, X_test=None, y_test=None,
-                    kind="images", classes=folder_classes)
-    if args.votes:
-        raise _InputError("--votes needs --images")
+            raise _InputError(f"{args.images} has no class folders and no --votes: pass --votes (counts, an "
+                              f"annotator matrix or long format)")
+        if ev.n_classes < 2:
+            raise _InputError(f"the votes name only {ev.n_classes} class ({ev.classes.tolist()}); a classifier needs "
+                              f"at least 2")
+        return dict(name=Path(args.images).stem, X=X, y=ev.counts, items=ev.items, X_test=None, y_test=None,
+                    kind="images", classes=ev.classes)
     d = load_digits_votes(random_state=args.seed)
-    return dict(name="digits", X=d.data, y=d.votes, evidence="counts", X_test=None, y_test=d.target,
-                kind="features", classes=np.arange(10))
+    return dict(name="digits", X=d.data, y=d.votes, items=None, X_test=None, y_test=d.target, kind="features",
+                classes=np.arange(10))
 
 
 # --------------------------------------------------------------------------- the loop
 
 
 def _split(data, seed, test_size):
+    """``(X_train, y_train, X_test, y_test, train_rows)``; ``train_rows`` indexes the input data."""
     from sklearn.model_selection import train_test_split
 
-    if data["X_test"] is not None:
-        return data["X"], data["y"], data["X_test"], data["y_test"]
     y = np.asarray(data["y"])
-    strat = y if y.ndim == 1 else np.nanargmax(np.nan_to_num(y, nan=-1), axis=1)
-    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed,
-                                           stratify=strat if np.bincount(strat.astype(int)).min() >= 2 else None)
+    if data["X_test"] is not None:
+        return data["X"], y, data["X_test"], data["y_test"], np.arange(len(y))
+    strat = np.argmax(y, axis=1)
+    try:
+        idx_train, idx_test = train_test_split(
+            np.arange(len(y)), test_size=test_size, random_state=seed,
+            stratify=strat if np.bincount(strat).min() >= 2 else None)
+    except ValueError as exc:
+        raise _InputError(f"--test-size {test_size} cannot split {len(y)} examples: {exc}") from None
     clean = data["y_test"]
     y_test = clean[idx_test] if clean is not None else y[idx_test]
-    return data["X"][idx_train], y[idx_train], data["X"][idx_test], y_test
+    return data["X"][idx_train], y[idx_train], data["X"][idx_test], y_test, idx_train
 
 
 def _estimators(args, data):
@@ -140,12 +192,13 @@ def _estimators(args, data):
         common.update(module="linear", max_epochs=args.epochs, lr=0.05, batch_size=64)
     # the posterior mapping and the KL geometries need pi with full support (docs/budgets.md)
     smoothing = 0.01 if (args.mapping == "posterior" or args.geometry != "l1") else 0.0
+    classes = list(data["classes"])
     budget = NoiseBudgetTransformer(pi="votes", mapping=args.mapping, radius=args.radius,
-                                    smoothing=smoothing, evidence=data["evidence"])
-    zero = NoiseBudgetTransformer(pi="votes", mapping="flat", radius=0.0, evidence=data["evidence"])
+                                    smoothing=smoothing, evidence="counts", classes=classes)
+    zero = NoiseBudgetTransformer(pi="votes", mapping="flat", radius=0.0, evidence="counts", classes=classes)
     return {
-        "cross-entropy": CNATClassifier(budget=zero, **common),
-        "cnat": CNATClassifier(budget=budget, **common),
+        "cross-entropy": CNATClassifier(budget=zero, head="softmax", **common),
+        "cnat": CNATClassifier(budget=budget, head="softmax", **common),
         "cnat-ridge": CNATClassifier(budget=budget, head="ridge", alpha=args.alpha, calibration=args.calibration,
                                      **common),
     }
@@ -182,9 +235,14 @@ def _evaluate(name, clf, X_test, y_test, args, fit_seconds):
 
 
 def _truth_index(clf, y):
+    """Class indices (into ``clf.classes_``) of the test truth: 1-D labels, or the plurality of vote counts."""
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return np.argmax(np.nan_to_num(y), axis=1)
+    if y.ndim == 2:
+        # vote counts, one column per class in clf.classes_ order (the CLI reads every
+        # format into counts over its class list before training)
+        if y.shape[1] != len(clf.classes_):
+            raise _InputError(f"test votes have {y.shape[1]} columns but the model has {len(clf.classes_)} classes")
+        return np.argmax(y, axis=1)
     lookup = {c: i for i, c in enumerate(clf.classes_.tolist())}
     try:
         return np.array([lookup[c] for c in y.tolist()])
@@ -214,20 +272,24 @@ def _run(args):
     from .display import CoverageDisplay, ReliabilityDisplay
     from .relabel import suggest_relabels
 
+    _check_options(args)
+    notes = []
+    data = _load_data(args, notes)
+    X_train, y_train, X_test, y_test, train_rows = _split(data, args.seed, args.test_size)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _InputError(f"--output {out}: cannot create the folder ({exc.strerror})") from None
+    for note in notes:
+        print(f"cnat: {note}", file=sys.stderr)
     steps = tqdm(total=6, desc="cnat run", disable=args.quiet, file=sys.stderr)
-    data = _load_data(args)
-    X_train, y_train, X_test, y_test = _split(data, args.seed, args.test_size)
     steps.update(1)
     rows, fitted, certs = [], {}, {}
     for name, clf in _estimators(args, data).items():
         steps.set_postfix_str(f"fit {name}")
         t0 = time.perf_counter()
-        try:
-            clf.fit(X_train, y_train)
-        except ValueError as exc:
-            raise _InputError(str(exc)) from exc
+        clf.fit(X_train, y_train)
         row, certs[name] = _evaluate(name, clf, X_test, y_test, args, time.perf_counter() - t0)
         rows.append(row)
         fitted[name] = clf
@@ -240,7 +302,7 @@ def _run(args):
         writer.writerows(rows)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    truth = _truth_index(fitted["cnat-ridge"], y_test)
+    truth = fitted["cnat-ridge"].classes_[_truth_index(fitted["cnat-ridge"], y_test)]  # class labels
     for ax, tier in zip(axes, ("stochastic", "bounded", "flip")):
         for name, tier_certs in certs.items():
             if tier_certs[tier] is not None:
@@ -256,6 +318,9 @@ def _run(args):
 
     ranking = suggest_relabels(fitted["cnat-ridge"], X_test, n=args.n_relabel, k=args.extra_votes,
                                delta=args.delta)
+    rows = train_rows[ranking["index"].to_numpy()]
+    # the items to relabel, by file name when the data has names (else the row of the input data)
+    ranking.insert(0, "item", rows if data["items"] is None else np.asarray(data["items"], dtype=object)[rows])
     ranking.to_csv(out / "relabel_priority.csv", index=False)
     steps.update(1)
     steps.close()
@@ -279,14 +344,21 @@ def build_parser():
         description="Run the loop on the embedded default (digits with simulated annotators) or on "
                     "your data: trains cross-entropy and CNAT (softmax) and a CNAT ridge head, prints "
                     "accuracy, ECE, Brier, coverage and certified accuracy, and writes results.md/csv, "
-                    "coverage.png, reliability.png and relabel_priority.csv into --output.",
+                    "coverage.png, reliability.png and relabel_priority.csv (training items, by file name, "
+                    "whose extra votes would most raise coverage) into --output.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = run.add_argument_group("data (default: scikit-learn digits with 3 simulated annotators)")
-    data.add_argument("--images", help="folder of class subfolders, or an .npy array (n,H,W,C) uint8 / (n,C,H,W)")
-    data.add_argument("--votes", help="CSV/NPY of vote counts (n,K) or annotator labels (n,M) with blanks/-1")
-    data.add_argument("--evidence", default="auto",
-                      choices=["auto", "counts", "annotators", "labels"], help="how to read --votes")
+    data.add_argument("--images", help="folder of images (one subfolder per class, or flat) or an .npy array "
+                                       "(n,H,W,C) uint8 / (n,C,H,W)")
+    data.add_argument("--votes", help="CSV/TSV/NPY of votes: long format (image,annotator,label: one row per "
+                                      "vote), vote counts (one column per class) or annotator labels (one column "
+                                      "per annotator, blanks for missing), with an 'image' column naming the files; "
+                                      "labels are class names or integers. Matched to the images by file name "
+                                      "(by position only when neither side has names)")
+    data.add_argument("--evidence", default="auto", choices=["auto", "counts", "annotators", "labels", "long"],
+                      help="how to read --votes (auto refuses a numeric table that could be counts or annotator "
+                           "labels and asks for this option)")
     data.add_argument("--cifar10n", help="folder laid out like ../shared/data/cifar10n (three votes per image)")
     data.add_argument("--subset", type=int, default=5000, help="CIFAR-10N training images to use")
     data.add_argument("--image-size", type=int, default=32, help="side length images are resized to")
@@ -318,7 +390,7 @@ def main(argv=None):
     try:
         if args.command == "run":
             return _run(args)
-    except (_InputError, FileNotFoundError) as exc:
+    except (_InputError, CNATError, FileNotFoundError) as exc:
         print(f"cnat: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_FAILURE  # pragma: no cover
