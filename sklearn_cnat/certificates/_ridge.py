@@ -2,8 +2,19 @@
 
 The ridge head's scores are linear in the training label matrix (Lemma 0, (C1)):
 ``s_k(x) = sum_i h_i(x) Q_ik``. Every tier reduces to sums over training rows of
-``h_i`` times per-row quantities, evaluated here in float64 torch, chunked over test
-points, with the rounding allowance ``tau`` of (C15).
+``h_i`` times per-row quantities. Section 5 of docs/certificates.md is the floating-point
+part, and this module follows it step by step:
+
+* the problem is rescaled exactly, column by column, by powers of two (the exact learner is
+  unchanged, Lemma 5.1), so the arithmetic runs far from underflow and overflow and every
+  error bound is taken in equilibrated coordinates (Proposition 5);
+* each test point's ``u_hat ~ A^{-1} (x - Fbar)`` and its rounding allowance ``tau`` (C15)
+  are computed by a fixed-order procedure on that point alone (numpy, elementwise IEEE
+  operations), so they are functions of the point;
+* the batched products (torch) that give the worst-case margins carry a proven error bound
+  ``R`` valid for any summation order; a decision ``w > tau`` whose batched value lies
+  within ``2 R`` of ``tau`` is re-evaluated by the per-point procedure, so every decision
+  equals the per-point one whatever the batch (Proposition 6).
 
 Private pure functions do the math; :func:`certify_ridge` validates once and dispatches.
 """
@@ -22,12 +33,18 @@ from ._certificate import Certificate
 __all__ = ["certify_ridge"]
 
 _EPS = 2.0**-53  # unit roundoff of float64
+_ETA = 2.0**-1074  # smallest subnormal: bounds the absolute error of one underflowing product/quotient
+_UP = 1.0 + 2.0**-40  # covers the rounding of evaluating a bound formula (fewer than 2**10 roundings)
+_G_MAX = 2.0 + 1e-5  # every gain (C4) used is <= 2 + dev_i (rows of pi within 1e-6 of the simplex)
+_LIP = 3.0 + 2e-5  # every margin used is _LIP-Lipschitz in h for the l1 norm: |a_i| + g_i
+_SAFETY = 2.0  # the allowance is twice the proven bound (section 5)
 _TIERS = ("bounded", "flip", "stochastic")
 _GEOMETRIES = ("l1", "kl", "kl_l1")
 _SCOPES = ("model", "head")
 _SIMPLEX_ATOL = 1e-6
 _MODE_ATOL = 1e-9
 _CHUNK_ELEMENTS = 2**24  # float64 elements per working tensor (128 MiB)
+_POINT_BLOCK = 2**16  # float64 elements per array of the per-point procedure (512 KiB: in cache)
 _CACHE_BYTES = 2**28  # gain tables kept between evaluations (256 MiB)
 _LOG2_FLOOR = -20  # smallest budget scale tried by radius_scale: 2**-20
 _KL_BISECTIONS = 30
@@ -36,14 +53,39 @@ _KL_BISECTIONS = 30
 def _gamma(count):
     """``gamma_N = N u / (1 - N u)`` (Higham's constant for N roundings)."""
     nu = count * _EPS
-    return nu / (1.0 - nu)
+    return nu / (1.0 - nu) if nu < 0.5 else math.inf
 
 
 # --------------------------------------------------------------------------- the learner
 
 
+def _fit_exponent(F, alpha):
+    """``k`` with ``max |2^k F|`` in ``[1/2, 1)`` when ``(2^k F, 4^k alpha)`` is exact, else 0."""
+    if F.size == 0:
+        return 0
+    top = float(np.max(np.abs(F)))
+    if not (top > 0.0 and math.isfinite(top)):
+        return 0
+    k = -math.frexp(top)[1]
+    if k == 0:
+        return 0
+    scaled_alpha = float(np.ldexp(alpha, 2 * k))
+    if not 0.0 < scaled_alpha < math.inf or float(np.ldexp(scaled_alpha, -2 * k)) != alpha:
+        return 0
+    if not np.array_equal(np.ldexp(np.ldexp(F, k), -k), F):
+        return 0
+    return k
+
+
 def _ridge_fit(F, Q, alpha):
     """Ridge head with the semantics of ``Ridge(alpha, fit_intercept=True)`` on ``(F, Q)``.
+
+    The system is solved on ``(2^k F, 4^k alpha)`` with ``2^k`` the power of two that brings
+    the largest feature into ``[1/2, 1)``, when that rescaling is exact: it is the same
+    learner (``coef`` scales by ``2^k``, the scores not at all, Lemma 5.1 of
+    docs/certificates.md), the floating-point operations are the same ones scaled (so the
+    result is unchanged wherever nothing under- or overflows), and features of any scale
+    stay out of subnormal arithmetic.
 
     Parameters
     ----------
@@ -60,6 +102,10 @@ def _ridge_fit(F, Q, alpha):
     """
     F = np.asarray(F, dtype=np.float64)
     Q = np.asarray(Q, dtype=np.float64)
+    alpha = float(alpha)
+    k = _fit_exponent(F, alpha)
+    if k:
+        F, alpha = np.ldexp(F, k), float(np.ldexp(alpha, 2 * k))
     f_mean = F.mean(axis=0)
     q_mean = Q.mean(axis=0)
     Fc = F - f_mean
@@ -68,6 +114,8 @@ def _ridge_fit(F, Q, alpha):
     rhs = Fc.T @ (Q - q_mean)
     coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, lower=True), rhs)
     intercept = q_mean - f_mean @ coef
+    if k:
+        coef = np.ldexp(coef, k)
     return coef, intercept
 
 
@@ -75,8 +123,8 @@ def _ridge_scores(F, coef, intercept):
     """Served scores ``F @ coef + intercept`` in a fixed, batch-invariant order.
 
     Each row's scores are ``fl(...fl(fl(b + fl(f_0 c_0)) + fl(f_1 c_1)) ... )``: elementwise
-    IEEE products and sums accumulated over the features in index order, so a row's
-    scores depend only on that row, never on the other rows evaluated with it (a BLAS
+    IEEE products and sums accumulated over the features in index order, so a row's scores
+    depend only on that row, never on the other rows evaluated with it (a BLAS
     product may change its blocking, and so its rounding, with the number of rows). This
     is what makes "the prediction ``predict(x)`` serves" a function of ``x`` alone, which
     the certificates speak of (docs/certificates.md, "Served predictions").
@@ -104,57 +152,273 @@ def _ridge_scores(F, coef, intercept):
     return out
 
 
-class _RidgeSystem:
-    """Training-side quantities of the ridge learner and of the rounding allowance (C15).
+# --------------------------------------------------------------------------- the system (section 5)
 
-    Holds ``Fbar``, ``Fc``, the Cholesky factor of ``A = Fc^T Fc + alpha I`` and the
-    ingredients of the first-order error bound of section 5 of docs/certificates.md.
+
+def _row_sum_norm(M, count):
+    """Upper bound of ``||M||_2`` for a symmetric entrywise non-negative ``M``: its largest
+    row sum (= ``||M||_inf``), inflated for the ``count`` roundings of each sum."""
+    if M.size == 0:
+        return 0.0
+    return float(M.sum(axis=1).max()) * (1.0 + 2.0 * _gamma(count)) * _UP
+
+
+def _column_exponents(F, alpha):
+    """Per-column ``k_j`` with ``4^k_j (||fc_j||^2 + alpha)`` in ``[1/2, 2]`` (Jacobi scaling).
+
+    Any integers are valid (Lemma 5.1); these equilibrate the diagonal of ``A``. Computed
+    in a pre-scaled copy and in the log domain, so that nothing under- or overflows.
+    """
+    top = np.max(np.abs(F), axis=0)
+    e = np.frexp(top)[1].astype(np.int64)
+    F1 = np.ldexp(F, -e)
+    fc1 = F1 - F1.mean(axis=0)
+    g1 = np.einsum("ij,ij->j", fc1, fc1)
+    with np.errstate(divide="ignore"):
+        log_g = np.log2(g1)
+    log_s = np.logaddexp2(log_g, math.log2(alpha) - 2.0 * e)
+    return (-e - np.round(log_s / 2.0)).astype(np.int64)
+
+
+class _RidgeSystem:
+    """Training side of the ridge learner and of the rounding allowance (section 5).
+
+    Works on the exactly rescaled problem (Lemma 5.1): constant feature columns are
+    dropped (they do not enter ``h``), column ``j`` is multiplied by ``2^k_j`` and
+    ``alpha`` becomes ``lam_j = 4^k_j alpha``. Holds the centred features ``Fc_hat``, the
+    Cholesky factor ``L`` of ``B_hat = fl(Fc_hat^T Fc_hat) + diag(lam)`` and the constants of
+    Proposition 5: the entrywise bound ``E_B`` of ``|B - B_hat|`` (its norm), a verified
+    lower bound ``lam_lo`` of ``lambda_min(B)``, column sums ``c`` of ``|Fc_hat|``, ...
     """
 
     def __init__(self, F, alpha, device):
         self.device = device
-        F = torch.as_tensor(np.asarray(F, dtype=np.float64), device=device)
-        n, d = F.shape
-        self.n, self.d = n, d
-        self.f_mean = F.mean(dim=0)
-        self.fc = F - self.f_mean
-        A = self.fc.T @ self.fc
-        A.diagonal().add_(alpha)
-        self.A = A
-        self.chol = torch.linalg.cholesky(A)
-        eig = np.linalg.eigvalsh(A.cpu().numpy())  # LAPACK via numpy: much faster than torch's here
-        lam_min, lam_max = float(eig[0]), float(eig[-1])
-        # Norm-wise forms of the terms of section 5: with B = |Fc|^T |Fc| (entrywise >= 0),
-        # || B |u| ||_2 <= ||B||_2 ||u||_2 <= ||Fc||_F^2 ||u||_2 and || |A| |u| || <= ||A||_F ||u||.
-        fro2 = float((self.fc * self.fc).sum()) * (1 + _gamma(n * d))
-        self.b_norm = fro2
-        self.a_abs_norm = float(torch.linalg.matrix_norm(A)) * (1 + _gamma(d * d))
-        self.lam_lo = max(alpha, lam_min - _gamma(n + 4) * fro2 - 4 * d * _EPS * lam_max)
-        self.s_f = float(self.fc.norm(dim=1).sum()) * (1 + _gamma(n + d))
-        self.d_mean = _gamma(n + 1) * float(F.abs().mean(dim=0).norm()) * (1 + _gamma(n + d))
+        F = np.asarray(F, dtype=np.float64)
+        n, d_all = F.shape
+        self.n, self.d_all = n, d_all
+        keep = ~np.all(F == F[:1], axis=0) if n else np.zeros(d_all, dtype=bool)
+        self.keep = np.flatnonzero(keep)
+        Fk = F[:, self.keep]
+        d = self.d = Fk.shape[1]
+        self.k = _column_exponents(Fk, alpha) if d else np.zeros(0, dtype=np.int64)
+        Fs = np.ldexp(Fk, self.k)
+        bad = ~np.all(np.isfinite(Fs) & (np.ldexp(Fs, -self.k) == Fk), axis=0)
+        if bad.any():
+            j = int(self.keep[np.argmax(bad)])
+            raise CertificationError(
+                f"F_train column {j} spans more than the float64 exponent range relative to its spread and "
+                "alpha: its exact rescaling by a power of two (docs/certificates.md, section 5) would "
+                "underflow or overflow some entries, so the ridge system cannot be certified")
+        lam = np.ldexp(alpha, 2 * self.k)
+        if not np.all(np.isfinite(lam)):
+            raise CertificationError("alpha overflows after the exact rescaling of the features "
+                                     "(alpha / ||Fc_j||^2 beyond the float64 range)")
+        self.lam = lam
+        self.dlam = np.where(np.ldexp(lam, -2 * self.k) == alpha, 0.0, _ETA)  # lam rounded when subnormal
+        g1 = _gamma(1)
+        # centring, two passes (C16): |fbar_hat - fbar| <= delta
+        if n:
+            fb0 = Fs.mean(axis=0)
+            r0 = Fs - fb0
+            fbar = fb0 + r0.mean(axis=0)
+            mean_abs = np.abs(r0).mean(axis=0)
+        else:
+            fbar = mean_abs = np.zeros(d)
+        self.fbar = fbar
+        self.delta = (g1 * np.abs(fbar) + _gamma(n + 2) * mean_abs * (1 + 2 * _gamma(n)) + _ETA) * _UP
+        fc = Fs - fbar
+        self.fc = fc
+        self.fcT = np.ascontiguousarray(fc.T)
+        self.fc_t = torch.as_tensor(fc, device=device)
+        # Gram matrix by blocks of b rows: entries are sums of <= b + m rounded terms (C17)
+        b = max(1, math.isqrt(n))
+        gram = np.zeros((d, d))
+        for start in range(0, n, b):
+            blk = fc[start:start + b]
+            gram = gram + blk.T @ blk
+        self.glen = b + -(-n // b)
+        B = gram.copy()
+        B[np.diag_indices(d)] += lam
+        self.B = B
+        absfc = np.abs(fc)
+        c_hat = absfc.sum(axis=0)
+        self.c_up = c_hat * (1 + 2 * _gamma(n)) * _UP  # >= sum_i |fc_hat_ij|
+        self.c_norm = float(np.linalg.norm(self.c_up * (1 + g1) + n * self.delta)) * _UP  # >= ||c(Fc)||_2
+        P_up = (absfc.T @ absfc) * (1 + 2 * _gamma(n)) + n * _ETA  # >= |Fc_hat|^T |Fc_hat|
+        self.p_norm = _row_sum_norm(P_up, d)
+        E = ((_gamma(self.glen) + 2 * g1 + g1 * g1) * P_up
+             + (1 + g1) * (np.outer(self.delta, self.c_up) + np.outer(self.c_up, self.delta))
+             + n * np.outer(self.delta, self.delta) + 2 * n * _ETA)
+        E[np.diag_indices(d)] += g1 * np.diag(B) + self.dlam
+        self.eb_norm = _row_sum_norm(E, d)  # >= ||B - B_hat||_2
+        self.bmax = float(np.diag(B).max()) if d else 0.0
+        if d:
+            L, info = torch.linalg.cholesky_ex(torch.as_tensor(B))
+            if int(info) != 0 or not bool(torch.isfinite(L).all()):
+                raise CertificationError(
+                    "the ridge system Fc^T Fc + alpha I is numerically singular in float64 (alpha is too "
+                    "small relative to these features); certify with a larger alpha")
+            self.L = L.numpy()
+        else:
+            self.L = np.zeros((0, 0))
+        absL = np.abs(self.L)
+        self.ll_norm = _row_sum_norm(absL @ absL.T, d)  # >= || |L||L^T| ||_2
+        l_max = float(absL.max()) if d else 0.0
+        # underflow in the substitutions: per-component residual slack (section 5)
+        self.slack = 2.0 * (d + l_max) * (1.0 + d * l_max) * _ETA * _UP
+        self.slack_norm = math.sqrt(d) * self.slack * _UP
+        self.dx_norm = float(np.linalg.norm(self.delta + _ETA)) * _UP
+        self.kappa = (_gamma(3 * d + 1) * self.ll_norm + _gamma(self.glen) * self.p_norm + g1 * self.bmax
+                      + 2 * n * d * _ETA) * _UP
+        self.lam_lo = self._lambda_lower(B, lam)
 
-    def test_side(self, X, n_classes):
-        """``u_hat`` (T, d) and the allowance ``tau`` (T,) of (C15) with ``E_h`` and ``S``."""
-        xc = X - self.f_mean
-        U = torch.cholesky_solve(xc.T, self.chol).T
-        resid = U @ self.A - xc
+    def _lambda_lower(self, B, lam):
+        """Verified lower bound of ``lambda_min`` of the exact ``B`` (Lemma 5.3)."""
+        d = self.d
+        if not d:
+            return math.inf
+        floor = max(0.0, float(np.min(lam - self.dlam)) * (1 - 2.0**-40))  # B >= diag(lam)
+        verified = -math.inf
+        guess = float(np.linalg.eigvalsh(B)[0])
+        g = _gamma(d + 1)
+        for f in (0.9, 0.5, 0.1, 0.01):
+            mu = f * guess
+            if not mu > 0.0:
+                break
+            C = B.copy()
+            C[np.diag_indices(d)] -= mu
+            diag = np.diag(C)
+            if not np.all(diag > 0):
+                continue
+            _, info = torch.linalg.cholesky_ex(torch.as_tensor(C))
+            if int(info) == 0:
+                loss = (g / (1 - g) * float(diag.sum()) * (1 + 2 * _gamma(d)) + _EPS * float(diag.max())) * _UP
+                verified = (mu - loss - 8.0 * d * d * _ETA - self.eb_norm) * (1 - 2.0**-40)
+                break
+        return max(floor, verified)
+
+    # ----------------------------------------------------------------------- test side
+
+    def _solve(self, xc):
+        """``L L^T u = xc`` by forward then back substitution, columns of ``xc`` (d, t) being
+        points: elementwise IEEE operations in a fixed order, so each column's result
+        depends on that column alone."""
+        L, d = self.L, self.d
+        u = xc.copy()
+        for j in range(d):
+            u[j] /= L[j, j]
+            if j + 1 < d:
+                u[j + 1:] -= L[j + 1:, j:j + 1] * u[j]
+        for j in range(d - 1, -1, -1):
+            u[j] /= L[j, j]
+            if j:
+                u[:j] -= L[j, :j, None] * u[j]
+        return u
+
+    def canonical(self, X):
+        """Per-point ``u_hat`` (T, d), ``E_model``, ``E_rh``, ``S_up`` (T,) of Proposition 5.
+
+        ``X`` holds unscaled test features (T, d_all). Everything is computed point by point
+        in a fixed order (elementwise numpy operations), so each row is a function of that
+        point alone. ``E_model >= ||h - h*||_1`` (``h`` exact, ``h* = Fc_hat u_hat + 1/n``
+        exact), ``E_rh >= ||h_hat - h*||_1`` for ``h_hat`` computed in any summation order,
+        ``S_up >= sum_i |h*_i|``.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        T = X.shape[0]
         n, d = self.n, self.d
-        u_norm = U.norm(dim=1)
-        xc_norm = xc.norm(dim=1)
-        rho = (resid.norm(dim=1)
-               + _gamma(d + 2) * (self.a_abs_norm * u_norm + xc_norm)
-               + _gamma(n + 4) * self.b_norm * u_norm
-               + self.d_mean + _EPS * xc_norm)
-        e_h = (rho / self.lam_lo * self.s_f
-               + u_norm * (n * self.d_mean + (_EPS + _gamma(d + 1)) * self.s_f)
-               + _gamma(d + 1))
-        scale = 1.0 + u_norm * self.s_f + e_h
-        tau = 2.0 * (3.0 * e_h + (3.0 * _gamma(n + d + n_classes + 4) + 32 * _EPS) * scale)
-        return U, tau, e_h, scale
+        U = np.empty((T, d))
+        e_model, e_rh, s_up = np.empty(T), np.empty(T), np.empty(T)
+        step = max(1, _POINT_BLOCK // max(d, 1))
+        gd = 1 + 2 * _gamma(d + 1)
+        g1 = _gamma(1)
+        sqrt_lam = math.sqrt(self.lam_lo) if math.isfinite(self.lam_lo) else math.inf
+        for start in range(0, T, step):
+            sl = slice(start, start + step)
+            with np.errstate(over="ignore"):
+                Xs = np.ldexp(X[sl][:, self.keep], self.k)
+            if not np.all(np.isfinite(Xs)):
+                j = int(self.keep[np.argmax(~np.all(np.isfinite(Xs), axis=0))])
+                raise CertificationError(
+                    f"F_test column {j} overflows after the exact rescaling of the features (its values exceed "
+                    "the training features' spread by more than the float64 range): h(x) would overflow")
+            xc = np.ascontiguousarray((Xs - self.fbar).T)  # (d, t)
+            with np.errstate(over="ignore", invalid="ignore"):
+                u = self._solve(xc)
+            if not np.all(np.isfinite(u)):
+                raise CertificationError(
+                    "u = A^{-1} (x - Fbar) overflows in float64 (alpha far too small for these features, or "
+                    "test points far outside the training features); the allowance would be NaN")
+            t = xc.shape[1]
+            s_uu, s_cu, s_du, s_xx = np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t)
+            s_ux, s_uax, s_lu, s_au = np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t)
+            for j in range(d):  # sequential sums over the features: a fixed order
+                uj, xj = u[j], xc[j]
+                au = np.abs(uj)
+                uu = uj * uj
+                s_uu += uu
+                s_cu += self.c_up[j] * au
+                s_du += self.delta[j] * au
+                s_xx += xj * xj
+                s_ux += uj * xj
+                s_uax += au * np.abs(xj)
+                s_lu += self.lam[j] * uu
+                s_au += au
+            nu = np.sqrt(s_uu * gd) * _UP  # >= ||u_hat||_2
+            nxc = np.sqrt(s_xx * gd) * _UP  # >= ||xc_hat||_2
+            cu = s_cu * gd * _UP  # >= c^T |u_hat|
+            # (C18) residual ||B u_hat - xc||_2 of the exact system
+            rho = ((_gamma(3 * d + 1) * self.ll_norm + self.eb_norm) * nu + g1 * nxc + self.dx_norm
+                   + self.slack_norm) * _UP
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                e_s = np.minimum(math.sqrt(n) * rho / sqrt_lam, self.c_norm * rho / self.lam_lo)
+            e_s = np.where(rho > 0, e_s, 0.0) * _UP  # (C19) >= ||Fc (u - u_hat)||_1
+            e_c = (g1 * cu + n * s_du * gd) * _UP  # (C20) centring
+            e_model[sl] = (e_s + e_c) * _UP
+            e_rh[sl] = (_gamma(d + 1) * (cu + 1.0) + n * (d + 1) * _ETA) * _UP
+            # (C21) ||Fc_hat u_hat||_2^2 <= u^T xc - u^T diag(lam) u + kappa ||u||^2 (+ rounding)
+            q_pos = s_ux + _gamma(d) * s_uax * gd + self.kappa * nu * nu + s_au * gd * self.slack
+            q_neg = s_lu * (1 - 2 * _gamma(d + 1))
+            q = q_pos - q_neg + 4 * _EPS * (np.abs(q_pos) + q_neg)
+            s_up[sl] = (1.0 + np.minimum(cu, np.sqrt(n * np.maximum(q, 0.0)) * (1 + 4 * _EPS))) * _UP
+            U[sl] = u.T
+        for name, arr in (("E_model", e_model), ("E_rh", e_rh), ("S", s_up)):
+            if np.isnan(arr).any():
+                raise CertificationError(f"the rounding allowance is NaN ({name}); please report this input")
+        return U, e_model, e_rh, s_up
 
     def influence(self, U):
-        """Rows ``h(x)`` of (C1) for the test points whose ``u_hat`` are the rows of ``U``."""
-        return U @ self.fc.T + 1.0 / self.n
+        """Rows ``h_hat(x)`` of (C1) for the test points whose ``u_hat`` are the rows of ``U``
+        (torch, any summation order: within ``E_rh`` of ``h*``)."""
+        return U @ self.fc_t.T + 1.0 / self.n
+
+    def point_influence(self, u):
+        """``h_hat`` for one point: products and sums over the features in index order."""
+        acc = np.zeros(self.n)
+        for j in range(self.d):
+            acc += self.fcT[j] * u[j]
+        return acc + 1.0 / self.n
+
+    def test_side(self, X, n_classes):
+        """``u_hat`` (T, d), the bounded-tier allowance ``tau`` (T,), ``E_model`` and ``S_up``
+        (torch, on the system's device) for test features ``X`` (T, d_all)."""
+        X = X.cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
+        U, e_model, e_rh, s_up = self.canonical(X)
+        tau, _ = _allowance("bounded", self.n, e_model, e_rh, s_up)
+        as_t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        return as_t(U), as_t(tau), as_t(e_model), as_t(s_up)
+
+
+def _allowance(tier, n, e_model, e_rh, s_up):
+    """``(tau, R)`` of (C15): ``tau`` bounds (twice) the error of a decision's margin, ``R``
+    the difference between any evaluation of it and the exact one at ``u_hat``."""
+    s_hat = (s_up + e_rh) * _UP  # >= sum_i |h_hat_i|
+    if tier == "flip":
+        R = (_LIP * e_rh + 8.0001 * _gamma(2 * n + 6) * s_hat) * _UP
+    else:
+        R = (_LIP * e_rh + (1.0 + 2e-6 + _G_MAX) * _gamma(2 * n + 4) * s_hat) * _UP
+    tau = _SAFETY * (_LIP * e_model + R) * _UP
+    return tau, R
 
 
 def _ridge_influence(F_train, F_test, alpha, chunk_size=None):
@@ -175,11 +439,11 @@ def _ridge_influence(F_train, F_test, alpha, chunk_size=None):
     H : ndarray of shape (n_chunk, n_train)
     """
     system = _RidgeSystem(F_train, float(alpha), torch.device("cpu"))
-    X = torch.as_tensor(np.asarray(F_test, dtype=np.float64))
+    X = np.asarray(F_test, dtype=np.float64)
     step = chunk_size or max(1, _CHUNK_ELEMENTS // max(system.n, 1))
     for start in range(0, X.shape[0], step):
-        U, _, _, _ = system.test_side(X[start:start + step], 2)
-        yield system.influence(U).numpy()
+        U = system.canonical(X[start:start + step])[0]
+        yield system.influence(torch.as_tensor(U)).numpy()
 
 
 # --------------------------------------------------------------------------- gains (C4)
@@ -344,7 +608,12 @@ class _GainTables:
         return max(4, _CACHE_BYTES // max(per_entry, 1))
 
     def prefetch(self, keys, slopes=False):
-        """Compute and cache the slices of every ``(s, c)`` in ``keys`` not cached yet."""
+        """Compute and cache the slices of every ``(s, c)`` in ``keys`` not cached yet.
+
+        Each table is computed on its own, with the same shapes whatever the other keys, so its
+        values (KL: transcendental functions, whose vectorised and scalar code paths may differ
+        in the last bit) are a function of ``(s, c)`` alone (Proposition 6).
+        """
         todo = [key for key in dict.fromkeys((float(s), int(c), slopes) for s, c in keys)
                 if key not in self._cache]
         n, K = self.pi.shape
@@ -353,7 +622,7 @@ class _GainTables:
             for key in todo:
                 self._store(key, self._l1_slice(*key))
             return
-        batch = max(1, 2**22 // max(n * K, 1))
+        batch = 1  # one (s, c) at a time: a table's values never depend on which others are computed
         for start in range(0, len(todo), batch):
             part = todo[start:start + batch]
             s = torch.tensor([key[0] for key in part], dtype=self.pi.dtype, device=self.pi.device)[:, None, None]
@@ -416,6 +685,93 @@ class _GainTables:
         return self._cache[key]
 
 
+# --------------------------------------------------------------------------- per-point decisions
+
+
+def _seq_dot(v, M):
+    """``v @ M`` with products and sums in index order (one point: a fixed order)."""
+    if v.size == 0:
+        return np.zeros(M.shape[1])
+    return np.add.accumulate(v[:, None] * M, axis=0)[-1]
+
+
+class _PointEval:
+    """The per-point procedure of Proposition 6 for the points of one chunk.
+
+    ``h_hat`` of a point from its ``u_hat`` (products and sums over the features in index
+    order), then its margins with sums over the training rows in index order (numpy,
+    elementwise): every value depends on that point alone. Used only where a batched
+    value lies within ``2 R`` of the allowance.
+    """
+
+    def __init__(self, system, U, pred, pi, tables=None):
+        self.system, self.U, self.pred, self.pi, self.tables = system, U, pred, pi, tables
+        self._h, self._scores, self._gains = {}, {}, {}
+
+    def h(self, t):
+        if t not in self._h:
+            self._h[t] = self.system.point_influence(self.U[t])
+        return self._h[t]
+
+    def scores(self, t):
+        if t not in self._scores:
+            self._scores[t] = _seq_dot(self.h(t), self.pi)
+        return self._scores[t]
+
+    def gains(self, s, c):
+        key = (float(s), int(c))
+        if key not in self._gains:
+            self._gains[key] = self.tables.slices(*key)[0].cpu().numpy()
+        return self._gains[key]
+
+    def bounded(self, t, s):
+        """(C5) minimised over rivals at budget scale ``s``."""
+        c = int(self.pred[t])
+        h = self.h(t)
+        hh = np.concatenate([np.maximum(h, 0.0), np.maximum(-h, 0.0)])
+        V = _seq_dot(hh, self.gains(s, c))
+        A = self.scores(t)
+        vals = (A[c] - A) - V
+        vals[c] = math.inf
+        return float(vals.min())
+
+    def flip(self, t, tau, m):
+        """``(max_flips, worst margin at m)`` of Theorem 3 with a full sort."""
+        c = int(self.pred[t])
+        h, A = self.h(t), self.scores(t)
+        n, K = self.pi.shape
+        counts, at_m = [], []
+        for b in range(K):
+            if b == c:
+                continue
+            dd = np.maximum(np.abs(h) + h * (self.pi[:, c] - self.pi[:, b]), 0.0)  # (C9)
+            prefix = np.add.accumulate(-np.sort(-dd))
+            M = A[c] - A[b]
+            w = np.concatenate([[M], M - prefix])
+            counts.append(int(np.sum(w > tau)))
+            at_m.append(w[min(m, n)])
+        return min(counts) - 1, float(min(at_m))
+
+
+def _resolve(w_fast, tau, band, evaluate):
+    """Decisions ``w > tau`` equal to the per-point ones (Proposition 6).
+
+    ``w_fast`` (batched) is within ``band = 2 R`` of the per-point value: outside the band
+    it decides; inside, ``evaluate(i)`` gives the per-point value of entry ``i``. Returns
+    ``(decisions, values)``.
+    """
+    w_fast = np.asarray(w_fast, dtype=np.float64)
+    if np.isnan(w_fast).any() or np.isnan(tau).any() or np.isnan(band).any():
+        raise CertificationError("NaN in a worst-case margin or its allowance (features or alpha out of "
+                                 "the float64 range); please report this input")
+    ok = w_fast > tau + band
+    values = w_fast.copy()
+    for i in np.flatnonzero(~ok & (w_fast > tau - band)):
+        values[i] = evaluate(int(i))
+        ok[i] = values[i] > tau[i]
+    return ok, values
+
+
 # --------------------------------------------------------------------------- tiers
 
 
@@ -425,9 +781,10 @@ def _rival_worst(HH, A, pred, tables, s, rows=None, tau=None):
     ``HH = [H^+, H^-]`` (T, 2n), so that (C5) is ``A_c - A_b - HH @ gains``. ``rows``
     selects the points (default all). Column ``pred`` is ``+inf`` (value) and 0 (slope).
     The slopes are ``sum_i |h_i| g_i + tau * g_max``: the tangent slope of (C8) plus an
-    allowance for its rounding (``tau`` bounds ``2 (E_h + gamma S)``, so ``tau * g_max``
-    bounds the error of ``sum_i |h_i| g_i``). Points are grouped by (scale, class): one
-    matrix product per group.
+    allowance for its rounding (``tau`` bounds ``||h - h_hat||_1`` plus the summation error
+    of ``sum_i |h_i|``, so ``tau * g_max`` bounds the error of ``sum_i |h_i| g_i``). Points
+    are grouped by (scale, class): one matrix product per group (any grouping: the error
+    bound holds for every summation order).
     """
     if rows is None:
         rows = np.arange(A.shape[0])
@@ -461,24 +818,22 @@ def _rival_worst(HH, A, pred, tables, s, rows=None, tau=None):
     return values, slopes
 
 
-def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
+def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol, decide):
     """Theorem 2: largest proven-certified budget scale per point, rounded down.
 
     Bisection on the grid ``2**(j / steps)`` with ``2**(1 / steps) <= 1 + rtol`` (scales
     shared by many points, so each step is a few matrix products; the grid point below
     ``s*`` is within ``1 + rtol`` of it), then one tangent step (C8) from that grid point,
-    whose root is a proven-certified scale.
+    whose root is a proven-certified scale. ``decide(idx, s)`` is the per-point decision
+    at scales ``s`` (Proposition 6): the grid path of a point depends on that point alone.
     """
     T = A.shape[0]
     tau_np = tau.cpu().numpy()
     radius = np.zeros(T)
-    cert1 = cert_at_one.cpu().numpy().copy()
+    cert1 = np.asarray(cert_at_one).copy()
     if s_sat <= 0.0:  # every budget is zero: the scale does not matter
         radius[cert1] = math.inf
         return radius
-
-    def worst(idx, s):
-        return _rival_worst(HH, A, pred, tables, s, rows=idx)[0].amin(dim=1).cpu().numpy()
 
     steps = max(1, math.ceil(1.0 / math.log2(1.0 + rtol)))  # grid points per doubling
     k_sat = max(math.ceil(math.log2(s_sat)), 1) * steps
@@ -488,7 +843,7 @@ def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
     active = np.ones(T, dtype=bool)
     top = np.flatnonzero(cert1)
     if top.size:  # certified at saturation: certified at every scale
-        ok = worst(top, 2.0 ** (k_sat / steps)) > tau_np[top]
+        ok = decide(top, 2.0 ** (k_sat / steps))
         radius[top[ok]] = math.inf
         active[top[ok]] = False
     # galloping from s = 1 (radii are usually of order 1): 2**(+-1), 2**(+-2), 2**(+-4), ...
@@ -501,7 +856,7 @@ def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
             if not todo.size:
                 continue
             e = np.clip(sign * jump * steps, k_floor, k_sat)
-            ok = worst(todo, 2.0 ** (e / steps)) > tau_np[todo]
+            ok = decide(todo, 2.0 ** (e / steps))
             if sign > 0:
                 lo[todo[ok]] = e
                 hi[todo[~ok]] = e
@@ -519,7 +874,7 @@ def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
         if not todo.size:
             break
         mid = (lo[todo] + hi[todo]) // 2
-        ok = worst(todo, 2.0 ** (mid / steps)) > tau_np[todo]
+        ok = decide(todo, 2.0 ** (mid / steps))
         lo[todo] = np.where(ok, mid, lo[todo])
         hi[todo] = np.where(ok, hi[todo], mid)
     idx = np.flatnonzero(active)
@@ -531,9 +886,9 @@ def _radius_scale(HH, A, pred, tables, tau, cert_at_one, s_sat, rtol):
     vals, slopes = vals.cpu().numpy(), slopes.cpu().numpy()
     t = tau_np[idx][:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.where(np.isfinite(vals) & (slopes > 0), (vals - t) / slopes, math.inf).min(axis=1)
-    # tangent root: W >= tau there by (C8), i.e. certified (shrunk by 1e-9 for strictness);
-    # beyond s_hi only through rounding, so it is capped at s_lo then
+        step = np.where(np.isfinite(vals) & (slopes > 0), (vals - 2.0 * t) / slopes, math.inf).min(axis=1)
+    # tangent root: by (C8) the exact W is >= 2 tau - tau/2 there, so the decision rule certifies it
+    # too (shrunk by 1e-9 for strictness); beyond s_hi only through rounding, so it is capped at s_lo then
     proven = s_lo + (1 - 1e-9) * np.maximum(step, 0.0)
     radius[idx] = np.where(proven < s_hi, proven, s_lo)
     return radius
@@ -548,26 +903,30 @@ def _top_descending(x, k):
     a = x.numpy()
     if k < L:
         a = np.partition(a, L - k, axis=-1)[..., L - k:]
-    return torch.from_numpy(np.ascontiguousarray(np.sort(a, axis=-1)[..., ::-1]))
+    return torch.from_numpy(-np.sort(-a, axis=-1))  # negation is exact; the result is contiguous
 
 
-def _flip_chunk(H, A, pred, pi, tau, m):
-    """Theorem 3 for a chunk: ``(max_flips, worst margin at m)`` per point.
+def _flip_chunk(H, A, pred, pi, tau, m, band):
+    """Theorem 3 for a chunk: ``(max_flips, worst margin at m, ambiguous)`` per point.
 
     Only the rows with the largest ``|h_i|`` can hold the largest ``d_i`` ((C9):
     ``0 <= d_i <= 2 |h_i|``). For each point, ``d`` is evaluated on the ``L`` rows of
-    largest ``|h_i|``; every other row has ``d_i <= beta = 2 |h|_(L+1)``, so the sorted
-    prefix sums on those rows equal the exact ones up to the number ``valid`` of their
-    entries ``>= beta`` (and never exceed the exact ones, so the count found on the
-    subset bounds the exact count from above). ``L`` starts from an estimate (the count
-    with every ``d_i`` replaced by its bound ``2 |h_i|`` is a lower bound) and grows for
-    the points whose answer needs more, up to all ``n`` rows (then exact by construction).
+    largest ``|h_i|``; every other row has ``d_i <= beta = 2 (1 + 1e-5) |h|_(L+1)`` (the
+    factor covers the rounding of ``d_i`` and rows of ``pi`` off the simplex by ``1e-6``),
+    so the sorted prefix sums on those rows equal the top-``j`` sums of all computed ``d_i``
+    up to the number ``valid`` of their entries ``>= beta`` (and never exceed them, so the
+    count found on the subset bounds the count from above). ``L`` starts from an estimate
+    (the count with every ``d_i`` replaced by its bound ``2 |h_i|`` is a lower bound) and
+    grows for the points whose answer needs more, up to all ``n`` rows (then exact by
+    construction). ``m`` is at most ``n``. A point is *ambiguous* when one of its margins
+    ``M - T_j`` examined lies within ``band`` of ``tau`` (Proposition 6).
     """
     T, n = H.shape
     K = pi.shape[1]
     dev = H.device
     max_flips = np.full(T, -2, dtype=np.int64)
     worst = torch.empty(T, dtype=H.dtype, device=dev)
+    ambiguous = np.zeros(T, dtype=bool)
     margin_all = A[torch.arange(T, device=dev), pred][:, None] - A
     own_all = torch.zeros_like(margin_all, dtype=torch.bool)
     own_all[torch.arange(T, device=dev), pred] = True
@@ -596,11 +955,12 @@ def _flip_chunk(H, A, pred, pi, tau, m):
                     beta = torch.full((R,), -math.inf, dtype=H.dtype, device=dev)
                     pi_s = pi.expand(R, n, K)
                 else:
-                    if size <= cap:
-                        support, beta = order[rows, :size], 2.0 * top_abs[rows, size]
+                    if size < top_abs.shape[1]:
+                        support, beta = order[rows, :size], top_abs[rows, size]
                     else:
                         vals, support = torch.topk(abs_h[rows], size + 1, dim=1)
-                        beta, support = 2.0 * vals[:, size], support[:, :size]
+                        beta, support = vals[:, size], support[:, :size]
+                    beta = 2.0 * (1.0 + 1e-5) * beta
                     h = torch.gather(H[rows], 1, support)
                     pi_s = pi[support]  # (R, L, K)
                 c = pred[rows]
@@ -613,7 +973,8 @@ def _flip_chunk(H, A, pred, pi, tau, m):
                 prefix = torch.cumsum(top, dim=-1)
                 margin, own = margin_all[rows], own_all[rows]
                 t = tau[rows][:, None]
-                counts = (margin > t).to(torch.int64) + (margin[..., None] - prefix > t[..., None]).sum(-1)
+                w = margin[..., None] - prefix  # margins after j = 1..k changes
+                counts = (margin > t).to(torch.int64) + (w > t[..., None]).sum(-1)
                 reach = torch.clamp(valid, max=k)
                 exact = (counts <= reach) | own
                 lower = torch.where(own, n + 2, torch.where(exact, counts, reach + 1))  # else count > reach
@@ -622,17 +983,20 @@ def _flip_chunk(H, A, pred, pi, tau, m):
                 if m == 0:
                     at_m, m_ok = margin, torch.ones_like(decided)
                 elif m <= k:
-                    at_m, m_ok = margin - prefix[..., m - 1], ((reach >= m) | own).all(dim=1)
+                    at_m, m_ok = w[..., m - 1], ((reach >= m) | own).all(dim=1)
                 else:
                     at_m, m_ok = margin, torch.zeros_like(decided)
                 done = decided & m_ok
                 if size == n:  # every prefix sum is exact
                     done = torch.ones_like(done)
-                    if m > n:
-                        at_m = margin - prefix[..., -1]
                 done_np = done.cpu().numpy()
                 max_flips[rows_np[done_np]] = (best[done] - 1).cpu().numpy()
                 worst[rows[done]] = at_m[done].amin(dim=1)
+                # within the band of the allowance: the per-point procedure decides (Proposition 6)
+                bd = band[rows][:, None]
+                near = ((margin - t).abs() <= bd) & ~own
+                near |= (((w - t[..., None]).abs() <= bd[..., None]) & ~own[..., None]).any(-1)
+                ambiguous[rows_np[done_np]] = near.any(dim=1)[done].cpu().numpy()
                 if not done_np.all():
                     # the subset count bounds the exact one from above: aim for 8 times it
                     upper = torch.where(own, n + 2, counts).amin(dim=1)[~done].cpu().numpy()
@@ -644,8 +1008,7 @@ def _flip_chunk(H, A, pred, pi, tau, m):
         todo = np.concatenate(next_todo)
         sizes[todo] = 2 ** np.ceil(np.log2(np.concatenate(next_sizes))).astype(np.int64)
         sizes[todo] = np.minimum(sizes[todo], n)
-    return max_flips, worst
-
+    return max_flips, worst, ambiguous
 
 
 # --------------------------------------------------------------------------- stochastic tier
@@ -681,47 +1044,78 @@ def _stochastic_mode(pi, counts):
         "(docs/certificates.md, Theorem 4); this budget's pi is neither")
 
 
-def _stochastic(system, X, pi, counts, delta, pred):
-    """Theorem 4: ``(worst margin, delta_min, tau)`` for every test point."""
+def _stochastic(system, F_test, pi, counts, delta, pred):
+    """Theorem 4: ``(worst margin, delta_min, tau, kind)`` for every test point.
+
+    Computed point by point in a fixed order (numpy, elementwise; section 5, (C22)): every
+    value depends on that point alone.
+    """
     kind, weight, eps, deviation = _stochastic_mode(pi, counts)
     n, K = pi.shape
-    dev = system.device
-    Q = torch.as_tensor(pi, device=dev)
-    G = system.fc.T @ Q  # (d, K)
-    q_mean = Q.mean(dim=0)
-    Y = torch.cat([system.fc, torch.full((n, 1), 1.0 / n, dtype=Q.dtype, device=dev)], dim=1)
-    w = torch.as_tensor(weight, device=dev)
-    Gw = Y.T @ (Y * w[:, None])
-    # |v|^T |Y|^T W |Y| |v| <= ||W^(1/2) Y||_F^2 ||v||^2 and |v|^T |Gw| |v| <= ||Gw||_F ||v||^2
-    bw_norm = float((w[:, None] * Y * Y).sum()) * (1 + _gamma(n * (system.d + 1)))
-    gw_norm = float(torch.linalg.matrix_norm(Gw)) * (1 + _gamma(n + system.d + 1)) + _gamma(n) * bw_norm
     d = system.d
-    worst = np.empty(X.shape[0])
-    delta_min = np.empty(X.shape[0])
-    tau_all = np.empty(X.shape[0])
-    step = max(1, _CHUNK_ELEMENTS // max(d * 4, 1))
-    log_k = math.log(K - 1)
-    for start in range(0, X.shape[0], step):
+    fc = system.fc
+    g1 = _gamma(1)
+    Gq = fc.T @ pi  # (d, K): scores are u^T Gq + qbar
+    # |fl(Fc^T Q) - Fc^T Q| <= gamma_n |Fc|^T Q; each score adds gamma_{d+1} |u|^T |Gq|
+    Eq = (_gamma(n) * (np.abs(fc).T @ pi) * (1 + 2 * _gamma(n)) + n * _ETA + _gamma(d + 1) * np.abs(Gq)) * _UP
+    qbar = pi.mean(axis=0)
+    q_err = (_gamma(n + 2) * qbar * (1 + 2 * _gamma(n)) + _gamma(d + 2) * qbar + _ETA) * _UP
+    Y = np.concatenate([fc, np.full((n, 1), 1.0 / n)], axis=1)
+    Gw = Y.T @ (Y * weight[:, None])  # (d+1, d+1): sigma^2 = v^T Gw v, v = (u, 1)
+    absY = np.abs(Y)
+    Pw = absY.T @ (absY * weight[:, None])
+    n_norm = ((_gamma(2 * d + 3) * _row_sum_norm(np.abs(Gw), d + 1) + _gamma(n + 4) * _row_sum_norm(Pw, n + 1))
+              + 2 * n * (d + 1) * _ETA) * _UP
+    T = F_test.shape[0]
+    worst, delta_min, tau_all = np.empty(T), np.empty(T), np.empty(T)
+    log_ratio = math.log((K - 1) / delta)
+    gd = 1 + 2 * _gamma(d + 1)
+    step = max(1, _POINT_BLOCK // max(d + K + 1, 1))
+    for start in range(0, T, step):
         sl = slice(start, start + step)
-        U, tau, e_h, scale = system.test_side(X[sl], K)
-        tau = tau + 2.0 * 2.0 * deviation * scale  # pi within `deviation` of the exact nominal
-        scores = U @ G + q_mean
+        U, e_model, _, s_up = system.canonical(F_test[sl])
+        u = U.T  # (d, t)
+        t = u.shape[1]
+        scores = np.zeros((K, t))
+        err = np.zeros((K, t))
+        quad_z = np.zeros((d + 1, t))
+        s_uu = np.zeros(t)
+        for j in range(d):  # sums over the features in index order
+            uj = u[j]
+            scores += Gq[j][:, None] * uj
+            err += Eq[j][:, None] * np.abs(uj)
+            quad_z += Gw[:, j:j + 1] * uj
+            s_uu += uj * uj
+        scores += qbar[:, None]
+        err = err * gd + q_err[:, None]
+        quad_z += Gw[:, d:d + 1]  # v_d = 1
+        quad = np.zeros(t)
+        for j in range(d):
+            quad += quad_z[j] * u[j]
+        quad += quad_z[d]
+        cols = np.arange(t)
         c = pred[sl]
-        rows = torch.arange(U.shape[0], device=dev)
-        margins = scores[rows, c][:, None] - scores
-        margins[rows, c] = math.inf
-        M = margins.amin(dim=1)
-        v = torch.cat([U, torch.ones(U.shape[0], 1, dtype=U.dtype, device=dev)], dim=1)
-        quad = ((v @ Gw) * v).sum(dim=1)
-        err = 2.0 * (_gamma(n + 4) * bw_norm + _gamma(2 * d + 4) * gw_norm) * (v * v).sum(dim=1)
-        sigma = torch.sqrt((quad + err).clamp_min(0.0)) * (1 + 4 * _EPS) + e_h
-        thresh = torch.sqrt(2.0 * sigma**2 * (log_k - math.log(delta))) * (1 + 8 * _EPS)
-        worst[sl] = (M - thresh).cpu().numpy()
-        gap = (M - tau).clamp_min(0.0)
-        dm = torch.where(M > tau, math.exp(log_k) * torch.exp(-gap**2 / (2.0 * sigma**2)) * (1 + 16 * _EPS),
-                         torch.ones_like(M))
-        delta_min[sl] = dm.clamp_max(1.0).cpu().numpy()
-        tau_all[sl] = tau.cpu().numpy()
+        margins = scores[c, cols][None, :] - scores  # (K, t)
+        m_err = (err[c, cols][None, :] + err + g1 * np.abs(margins)) * _UP
+        margins[c, cols] = math.inf
+        m_err[c, cols] = 0.0
+        M = margins.min(axis=0)
+        err_M = m_err.max(axis=0)
+        sigma2 = (quad + n_norm * (s_uu * gd + 1.0)) * (1 + _gamma(3)) * _UP  # v_i rounded: (1 + gamma_3)
+        sigma = np.sqrt(np.maximum(sigma2, 0.0)) * (1 + 4 * _EPS) + e_model * (1 + 1e-6) * _UP
+        thresh = np.sqrt(2.0 * sigma**2 * log_ratio) * (1 + 8 * _EPS)
+        w = M - thresh
+        tau = (_SAFETY * ((1 + 1e-6) * e_model + err_M + 4.0 * deviation * s_up) + 2 * _EPS * (np.abs(M) + thresh))
+        tau = tau * _UP
+        gap = np.maximum(M - tau, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            dm = np.where(M > tau, (K - 1) * np.exp(-gap**2 / (2.0 * sigma**2 * (1 + 8 * _EPS) ** 2))
+                          * (1 + 16 * _EPS), 1.0)
+        dm = np.where(np.isnan(dm), 1.0, dm)
+        if np.isnan(w).any() or np.isnan(tau).any():
+            raise CertificationError("NaN in the stochastic tier's margin or allowance (features or alpha out "
+                                     "of the float64 range); please report this input")
+        worst[sl], delta_min[sl], tau_all[sl] = w, np.minimum(dm, 1.0), tau
     return worst, delta_min, tau_all, kind
 
 
@@ -751,13 +1145,22 @@ def _budget_vector(budget, name, n):
     return arr
 
 
+def _distinct(classes):
+    try:
+        return len(set(classes.tolist())) == classes.shape[0]
+    except TypeError:  # unhashable labels
+        return len(np.unique(classes)) == classes.shape[0]
+
+
 def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry="l1", m=None, delta=0.05,
                   scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1):
     """Certify the ridge head's predictions against changes of the training labels.
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
     (equation (C0) of docs/certificates.md); statements and proofs of the three tiers are
-    Theorems 1-4 there.
+    Theorems 1-4 there, the floating-point allowance is section 5. Every point's
+    certificate depends on that point alone, not on the other points certified with it
+    (Proposition 6).
 
     Parameters
     ----------
@@ -775,17 +1178,19 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         Uncertainty set of tier "bounded" (ignored by the other tiers).
     m : int or None, default=None
         Tier "flip": number of training rows the adversary may change (required; no
-        default, see docs). Must be None for the other tiers.
+        default, see docs). ``m >= n_train`` is never certified (Theorem 3). Must be None
+        for the other tiers.
     delta : float in (0, 1), default=0.05
         Tier "stochastic": failure probability.
     scope : {"model", "head"}, default="model"
         Recorded in the certificate: whether the features depend on these labels.
     classes : array-like of shape (K,) or None
-        Class labels in column order (default: ``budget.classes_`` or ``arange(K)``).
+        Distinct class labels in column order (default: ``budget.classes_`` or ``arange(K)``).
     chunk_size : int or None
         Test points per chunk (``None``: about 2**24 float64 entries per chunk).
     device : str, torch.device or None
-        Torch device for the computation (float64 throughout); default CPU.
+        Torch device for the batched products (float64 throughout); default CPU. The
+        per-point procedure of section 5 runs on the CPU.
     radius : bool, default=True
         Tier "bounded": compute ``radius_scale`` (Theorem 2).
     radius_rtol : float, default=0.1
@@ -845,6 +1250,8 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     classes = np.arange(K) if classes is None else np.asarray(classes)
     if classes.shape != (K,):
         raise CertificationError(f"classes must have shape ({K},) to match budget.pi, got {classes.shape}")
+    if not _distinct(classes):
+        raise CertificationError(f"classes must be distinct (one label per column of budget.pi), got {classes!r}")
     r = rho = counts = None
     if tier == "bounded":
         if geometry in ("l1", "kl_l1"):
@@ -864,9 +1271,18 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
             raise CertificationError(f"budget.counts must be non-negative with shape ({n}, {K})")
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    system = _RidgeSystem(F_train, alpha, dev)  # refuses what cannot be made safe (section 5)
     # The served predictor: exactly the classifier's ridge head and decision_function.
-    coef, intercept = _ridge_fit(F_train, pi, alpha)
+    try:
+        coef, intercept = _ridge_fit(F_train, pi, alpha)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise CertificationError("the ridge system Fc^T Fc + alpha I is numerically singular in float64 "
+                                 "(alpha is too small relative to these features); certify with a larger "
+                                 "alpha") from exc
     scores = _ridge_scores(F_test, coef, intercept)
+    if not np.all(np.isfinite(scores)):
+        raise CertificationError("the served ridge scores are not finite (features or alpha out of the float64 "
+                                 "range)")
     pred_np = np.argmax(scores, axis=1)
     T = F_test.shape[0]
     rows = np.arange(T)
@@ -874,14 +1290,11 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     rival[rows, pred_np] = -np.inf
     margin = scores[rows, pred_np] - rival.max(axis=1) if T else np.zeros(0)
     prediction = classes[pred_np]
-
-    system = _RidgeSystem(F_train, alpha, dev)
-    X = torch.as_tensor(F_test, device=dev)
     pred = torch.as_tensor(pred_np, device=dev)
     common = dict(scope=scope, prediction=prediction, margin=margin, classes=classes)
 
     if tier == "stochastic":
-        worst, delta_min, tau, kind = _stochastic(system, X, pi, counts, delta, pred)
+        worst, delta_min, tau, kind = _stochastic(system, F_test, pi, counts, delta, pred_np)
         return Certificate(tier=tier, engine=f"ridge-hoeffding-{kind}", certified=worst > tau,
                            worst_case_margin=worst, delta=delta, delta_min=delta_min, **common)
 
@@ -890,20 +1303,32 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     worst = np.empty(T)
     certified = np.zeros(T, dtype=bool)
     extra = np.empty(T, dtype=np.int64) if tier == "flip" else np.empty(T)
+    tables = None
     if tier == "bounded":
         tables = _GainTables(Pi, torch.as_tensor(r if r is not None else np.zeros(n), device=dev),
                              torch.as_tensor(rho if rho is not None else np.zeros(n), device=dev), geometry)
         s_sat = tables.saturation_scale()
+    m_eff = min(m, n) if tier == "flip" else None  # m >= n: every row changed, never certified (Theorem 3)
     for start in range(0, T, step):
         sl = slice(start, min(start + step, T))
-        U, tau, _, _ = system.test_side(X[sl], K)
+        U_np, e_model, e_rh, s_up = system.canonical(F_test[sl])
+        tau_np, R = _allowance(tier, n, e_model, e_rh, s_up)
+        band = 2.0 * R
+        U = torch.as_tensor(U_np, device=dev)
         H = system.influence(U)
         A = H @ Pi
         c = pred[sl]
+        point = _PointEval(system, U_np, pred_np[sl], pi, tables)
+        tau = torch.as_tensor(tau_np, device=dev)
         if tier == "flip":
-            flips, w = _flip_chunk(H, A, c, Pi, tau, m)
+            flips, w, amb = _flip_chunk(H, A, c, Pi, tau, m_eff, torch.as_tensor(band, device=dev))
+            w = w.cpu().numpy()
+            if np.isnan(w).any():
+                raise CertificationError("NaN in a worst-case margin (features or alpha out of the float64 range)")
+            for i in np.flatnonzero(amb):
+                flips[i], w[i] = point.flip(int(i), tau_np[i], m_eff)
             extra[sl] = flips
-            worst[sl] = w.cpu().numpy()
+            worst[sl] = w
             certified[sl] = flips >= m
             continue
         HH = torch.empty((H.shape[0], 2 * n), dtype=H.dtype, device=dev)  # [h^+, h^-] of (C5)
@@ -911,12 +1336,16 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         torch.clamp(H.neg_(), min=0.0, out=HH[:, n:])
         del H
         vals, _ = _rival_worst(HH, A, c, tables, 1.0)
-        w = vals.amin(dim=1)
-        ok = w > tau
-        worst[sl] = w.cpu().numpy()
-        certified[sl] = ok.cpu().numpy()
+        ok, w = _resolve(vals.amin(dim=1).cpu().numpy(), tau_np, band, lambda i: point.bounded(i, 1.0))
+        worst[sl] = w
+        certified[sl] = ok
         if radius:
-            extra[sl] = _radius_scale(HH, A, c, tables, tau, ok, s_sat, float(radius_rtol))
+            def decide(idx, s, HH=HH, A=A, c=c, point=point, tau_np=tau_np, band=band):
+                s = np.broadcast_to(np.asarray(s, dtype=np.float64), idx.shape)
+                w_fast = _rival_worst(HH, A, c, tables, s, rows=idx)[0].amin(dim=1).cpu().numpy()
+                return _resolve(w_fast, tau_np[idx], band[idx], lambda j: point.bounded(int(idx[j]), s[j]))[0]
+
+            extra[sl] = _radius_scale(HH, A, c, tables, tau, ok, s_sat, float(radius_rtol), decide)
     if tier == "flip":
         return Certificate(tier=tier, engine="ridge-flip-exact", certified=certified, worst_case_margin=worst,
                            max_flips=extra, m=m, **common)
