@@ -67,3 +67,109 @@ def test_clear_errors_and_exit_codes(tmp_path, capsys):
 def test_parser_defaults():
     args = build_parser().parse_args(["run"])
     assert args.mapping == "flat" and args.radius == 0.05 and args.delta == 0.05
+
+
+# --------------------------------------------------------------------------- users' files: names, crowd exports
+
+
+CLASSES = ["cat", "dog", "eel"]
+
+
+def _image_folder(root, n_per_class=12, seed=0):
+    """Class folders of 8x8 PNGs and the crowd's votes (1 to 3 per image, 75 % right)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names, votes = [], []
+    for k, c in enumerate(CLASSES):
+        (root / "imgs" / c).mkdir(parents=True)
+        for j in range(n_per_class):
+            img = rng.integers(0, 60, (8, 8, 3)).astype(np.uint8)
+            img[..., k] += 150
+            Image.fromarray(img).save(root / "imgs" / c / f"{c}{j:02d}.png")
+            names.append(f"{c}{j:02d}.png")
+            workers = rng.choice(5, size=rng.integers(1, 4), replace=False)
+            votes.append([(f"w{w}", k if rng.random() < 0.75 else int(rng.integers(0, 3))) for w in workers])
+    return names, votes
+
+
+def _run_csv(root, votes_file, name, *extra):
+    out = root / name
+    code = main(["run", "--images", str(root / "imgs"), "--votes", str(votes_file), "--output", str(out),
+                 "--epochs", "1", "--quiet", "--n-relabel", "4", *extra])
+    assert code == EXIT_OK
+    rows = {r["method"]: r for r in csv.DictReader((out / "results.csv").open())}
+    return rows, list(csv.DictReader((out / "relabel_priority.csv").open()))
+
+
+MEASURED = ("accuracy", "ece", "brier", "coverage_stochastic", "cert_acc_stochastic", "coverage_bounded",
+            "cert_acc_bounded", "median_max_flips")
+
+
+def test_long_format_in_shuffled_order_equals_counts_in_folder_order(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    names, votes = _image_folder(tmp_path)
+    long = [(n, w, CLASSES[k]) for n, vs in zip(names, votes) for w, k in vs]
+    order = np.random.default_rng(1).permutation(len(long))
+    with (tmp_path / "long.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "annotator", "label"])
+        writer.writerows(long[i] for i in order)
+    with (tmp_path / "counts.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image"] + CLASSES)
+        for n, vs in zip(names, votes):
+            writer.writerow([n] + [sum(k == c for _, k in vs) for c in range(3)])
+    # one column per annotator, integer labels (indices of the sorted class folders), blanks for missing
+    with (tmp_path / "annotators.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image"] + [f"w{w}" for w in range(5)])
+        for n, vs in zip(names, votes):
+            given = dict(vs)
+            writer.writerow([n] + [given.get(f"w{w}", "") for w in range(5)])
+    from_long, relabel = _run_csv(tmp_path, tmp_path / "long.csv", "long")
+    from_counts, _ = _run_csv(tmp_path, tmp_path / "counts.csv", "counts")
+    from_annotators, _ = _run_csv(tmp_path, tmp_path / "annotators.csv", "ann", "--evidence", "annotators")
+    for method in from_counts:
+        for col in MEASURED:
+            assert from_long[method][col] == from_counts[method][col] == from_annotators[method][col], (method, col)
+    assert float(from_counts["cnat-ridge"]["accuracy"]) > 0.5
+    assert all(r["item"].split("/")[0] in CLASSES and r["item"].endswith(".png") for r in relabel)
+    assert "indices of the sorted class folders" in capsys.readouterr().err
+
+
+def test_votes_are_matched_by_name_and_position_only_when_nameless(tmp_path, capsys):
+    names, votes = _image_folder(tmp_path, n_per_class=3)
+    (tmp_path / "wrong.csv").write_text("image,annotator,label\n"
+                                        + "".join(f"x{n},w1,cat\n" for n in names))
+    assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(tmp_path / "wrong.csv"),
+                 "--output", str(tmp_path / "o"), "--quiet"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "do not match the images" in err and "first: 'cat/cat00.png'" in err and "'xcat00.png'" in err
+    # both sides without names: by position, and it says so
+    rng = np.random.RandomState(0)
+    np.save(tmp_path / "x.npy", rng.randint(0, 255, (40, 8, 8, 3)).astype(np.uint8))
+    np.savetxt(tmp_path / "v.csv", np.eye(2, dtype=int)[rng.randint(0, 2, 40)] * 2, fmt="%d", delimiter=",")
+    code = main(["run", "--images", str(tmp_path / "x.npy"), "--votes", str(tmp_path / "v.csv"),
+                 "--output", str(tmp_path / "o2"), "--epochs", "1", "--quiet", "--n-relabel", "2"])
+    assert code == EXIT_OK
+    assert "by position (neither names its items)" in capsys.readouterr().err
+    relabel = list(csv.DictReader((tmp_path / "o2" / "relabel_priority.csv").open()))
+    assert all(0 <= int(r["item"]) < 40 for r in relabel)  # rows of the input, not of the shuffled split
+
+
+def test_cli_docs_show_the_current_help():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert "--8<--" not in text
+    block = text.split("<!-- cnat run --help -->")[1].split("```text\n")[1].split("```")[0]
+    parser = build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    import os
+
+    os.environ["COLUMNS"] = "100"
+    try:
+        assert block.strip() == run.format_help().strip()
+    finally:
+        del os.environ["COLUMNS"]
