@@ -156,11 +156,13 @@ def _ridge_scores(F, coef, intercept):
 
 
 def _row_sum_norm(M, count):
-    """Upper bound of ``||M||_2`` for a symmetric entrywise non-negative ``M``: its largest
-    row sum (= ``||M||_inf``), inflated for the ``count`` roundings of each sum."""
+    """Upper bound of ``||M'||_2`` for every symmetric ``M'`` with ``|M'| <= M`` entrywise
+    (``M >= 0``): the largest row sum of ``max(M, M^T)`` (its ``inf``-norm), inflated for
+    the ``count`` roundings of each sum. (A computed product such as ``|L| |L|^T`` need not
+    be exactly symmetric.)"""
     if M.size == 0:
         return 0.0
-    return float(M.sum(axis=1).max()) * (1.0 + 2.0 * _gamma(count)) * _UP
+    return float(np.maximum(M, M.T).sum(axis=1).max()) * (1.0 + 2.0 * _gamma(count)) * _UP
 
 
 def _column_exponents(F, alpha):
@@ -171,7 +173,11 @@ def _column_exponents(F, alpha):
     """
     top = np.max(np.abs(F), axis=0)
     e = np.frexp(top)[1].astype(np.int64)
-    F1 = np.ldexp(F, -e)
+    if np.all(np.abs(e) < 400):  # squares and their sums cannot under- or overflow: no copy needed
+        e = np.zeros_like(e)
+        F1 = F
+    else:
+        F1 = np.ldexp(F, -e)
     fc1 = F1 - F1.mean(axis=0)
     g1 = np.einsum("ij,ij->j", fc1, fc1)
     with np.errstate(divide="ignore"):
@@ -216,27 +222,42 @@ class _RidgeSystem:
         self.lam = lam
         self.dlam = np.where(np.ldexp(lam, -2 * self.k) == alpha, 0.0, _ETA)  # lam rounded when subnormal
         g1 = _gamma(1)
-        # centring, two passes (C16): |fbar_hat - fbar| <= delta
+        # centring, two passes (C16): |fbar_hat - fbar| <= delta. The second pass sums exactly
+        # (math.fsum) when that is cheap, else by blocks of sqrt(n) rows (sums of <= mlen terms).
+        small = n * d <= 2**22
+        b = max(1, math.isqrt(n))
+        self.mlen = 2 if small else b + -(-n // b)
         if n:
             fb0 = Fs.mean(axis=0)
             r0 = Fs - fb0
-            fbar = fb0 + r0.mean(axis=0)
+            if small:  # correctly rounded sums (to 1 ulp where a libm double-rounds)
+                corr = np.array([math.fsum(col) for col in r0.T.tolist()])
+            else:
+                corr = np.zeros(d)
+                for start in range(0, n, b):
+                    corr = corr + r0[start:start + b].sum(axis=0)
+            corr = corr / n
+            fbar = fb0 + corr
             mean_abs = np.abs(r0).mean(axis=0)
+            del r0
         else:
-            fbar = mean_abs = np.zeros(d)
+            fbar = mean_abs = corr = np.zeros(d)
         self.fbar = fbar
-        self.delta = (g1 * np.abs(fbar) + _gamma(n + 2) * mean_abs * (1 + 2 * _gamma(n)) + _ETA) * _UP
+        self.delta = (g1 * np.abs(fbar) + _gamma(self.mlen + 2) * (mean_abs * (1 + 2 * _gamma(n)) + np.abs(corr))
+                      + _ETA) * _UP
         fc = Fs - fbar
         self.fc = fc
-        self.fcT = np.ascontiguousarray(fc.T)
+        self._fcT = None
         self.fc_t = torch.as_tensor(fc, device=device)
         # Gram matrix by blocks of b rows: entries are sums of <= b + m rounded terms (C17)
-        b = max(1, math.isqrt(n))
-        gram = np.zeros((d, d))
+        b = max(1, math.isqrt(n)) if n * d * d <= 2**30 else max(1024, math.isqrt(n))
+        gram = torch.zeros((d, d), dtype=torch.float64)
+        fc_cpu = torch.as_tensor(fc)
         for start in range(0, n, b):
-            blk = fc[start:start + b]
+            blk = fc_cpu[start:start + b]
             gram = gram + blk.T @ blk
-        self.glen = b + -(-n // b)
+        gram = gram.numpy()
+        self.glen = min(n, b) + -(-n // b)
         B = gram.copy()
         B[np.diag_indices(d)] += lam
         self.B = B
@@ -244,7 +265,8 @@ class _RidgeSystem:
         c_hat = absfc.sum(axis=0)
         self.c_up = c_hat * (1 + 2 * _gamma(n)) * _UP  # >= sum_i |fc_hat_ij|
         self.c_norm = float(np.linalg.norm(self.c_up * (1 + g1) + n * self.delta)) * _UP  # >= ||c(Fc)||_2
-        P_up = (absfc.T @ absfc) * (1 + 2 * _gamma(n)) + n * _ETA  # >= |Fc_hat|^T |Fc_hat|
+        absfc_t = torch.as_tensor(absfc)
+        P_up = (absfc_t.T @ absfc_t).numpy() * (1 + 2 * _gamma(n)) + n * _ETA  # >= |Fc_hat|^T |Fc_hat|
         self.p_norm = _row_sum_norm(P_up, d)
         E = ((_gamma(self.glen) + 2 * g1 + g1 * g1) * P_up
              + (1 + g1) * (np.outer(self.delta, self.c_up) + np.outer(self.c_up, self.delta))
@@ -292,7 +314,7 @@ class _RidgeSystem:
                 continue
             _, info = torch.linalg.cholesky_ex(torch.as_tensor(C))
             if int(info) == 0:
-                loss = (g / (1 - g) * float(diag.sum()) * (1 + 2 * _gamma(d)) + _EPS * float(diag.max())) * _UP
+                loss = (g / (1 - g) * float(diag.sum()) * (1 + 2 * _gamma(d)) + _gamma(1) * float(diag.max())) * _UP
                 verified = (mu - loss - 8.0 * d * d * _ETA - self.eb_norm) * (1 - 2.0**-40)
                 break
         return max(floor, verified)
@@ -394,9 +416,11 @@ class _RidgeSystem:
 
     def point_influence(self, u):
         """``h_hat`` for one point: products and sums over the features in index order."""
+        if self._fcT is None:
+            self._fcT = np.ascontiguousarray(self.fc.T)
         acc = np.zeros(self.n)
         for j in range(self.d):
-            acc += self.fcT[j] * u[j]
+            acc += self._fcT[j] * u[j]
         return acc + 1.0 / self.n
 
     def test_side(self, X, n_classes):
@@ -1101,7 +1125,7 @@ def _stochastic(system, F_test, pi, counts, delta, pred):
         m_err[c, cols] = 0.0
         M = margins.min(axis=0)
         err_M = m_err.max(axis=0)
-        sigma2 = (quad + n_norm * (s_uu * gd + 1.0)) * (1 + _gamma(3)) * _UP  # v_i rounded: (1 + gamma_3)
+        sigma2 = (quad + n_norm * (s_uu * gd + 1.0)) * (1 + _gamma(4)) * _UP  # v_i rounded: (1 + gamma_4)
         sigma = np.sqrt(np.maximum(sigma2, 0.0)) * (1 + 4 * _EPS) + e_model * (1 + 1e-6) * _UP
         thresh = np.sqrt(2.0 * sigma**2 * log_ratio) * (1 + 8 * _EPS)
         w = M - thresh
