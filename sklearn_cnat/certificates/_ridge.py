@@ -286,12 +286,14 @@ class _RidgeSystem:
         absL = np.abs(self.L)
         self.ll_norm = _row_sum_norm(absL @ absL.T, d)  # >= || |L||L^T| ||_2
         l_max = float(absL.max()) if d else 0.0
-        # underflow in the substitutions: per-component residual slack (section 5)
+        # underflow in the substitutions: per-component residual slack; in the factorisation:
+        # (d + l) eta per entry of L L^T - B_hat, i.e. at most uf * ||u||_2 in norm (section 5.2)
         self.slack = 2.0 * (d + l_max) * (1.0 + d * l_max) * _ETA * _UP
         self.slack_norm = math.sqrt(d) * self.slack * _UP
+        self.uf = 2.0 * d * (d + l_max) * _ETA
         self.dx_norm = float(np.linalg.norm(self.delta + _ETA)) * _UP
         self.kappa = (_gamma(3 * d + 1) * self.ll_norm + _gamma(self.glen) * self.p_norm + g1 * self.bmax
-                      + 2 * n * d * _ETA) * _UP
+                      + 2 * n * d * _ETA + self.uf) * _UP
         self.lam_lo = self._lambda_lower(B, lam)
 
     def _lambda_lower(self, B, lam):
@@ -390,7 +392,7 @@ class _RidgeSystem:
             nxc = np.sqrt(s_xx * gd) * _UP  # >= ||xc_hat||_2
             cu = s_cu * gd * _UP  # >= c^T |u_hat|
             # (C18) residual ||B u_hat - xc||_2 of the exact system
-            rho = ((_gamma(3 * d + 1) * self.ll_norm + self.eb_norm) * nu + g1 * nxc + self.dx_norm
+            rho = ((_gamma(3 * d + 1) * self.ll_norm + self.eb_norm + self.uf) * nu + g1 * nxc + self.dx_norm
                    + self.slack_norm) * _UP
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 e_s = np.minimum(math.sqrt(n) * rho / sqrt_lam, self.c_norm * rho / self.lam_lo)
