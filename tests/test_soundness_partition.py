@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_cnat import CNATClassifier, NoiseBudget, NoiseBudgetTransformer
-from sklearn_cnat.exceptions import CertificationError, CNATValueError
+from sklearn_cnat.exceptions import CertificationError, CNATValueError, NoiseBudgetError
 from sklearn_cnat.partition import PartitionAggregationClassifier, _hash_partition
 
 
@@ -342,7 +342,8 @@ def test_noise_budget_records_rowwise_provenance():
     assert not T().fit_transform(labels).rowwise
     assert T(classes=[0, 1, 2]).fit_transform(labels).rowwise
     assert not T(classes=[0, 1, 2]).fit_transform(labels, pred_probs=probs).rowwise
-    assert not T(classes=[0, 1, 2]).fit_transform(annot).rowwise
+    with pytest.raises(NoiseBudgetError, match="ambiguous"):  # auto no longer reads NaN as 'annotators'
+        T(classes=[0, 1, 2]).fit_transform(annot)
     assert T(classes=[0, 1, 2], evidence="annotators").fit_transform(annot).rowwise
     fitted = T(classes=[0, 1, 2]).fit(labels)
     assert fitted.transform(labels[:2]).rowwise
