@@ -62,7 +62,9 @@ class NoiseBudget:
     r : array-like of shape (n_samples,)
         l1 radii, in ``[0, 2]`` (2 is the l1 diameter of the simplex).
     rho : array-like of shape (n_samples,)
-        KL(q || pi) radii, finite and ``>= 0``.
+        KL radii, ``>= 0``; ``+inf`` where no finite KL ball holds the declared set
+        (``mapping="posterior"`` around a ``pi`` without full support): KL geometries
+        refuse such rows, l1 ignores them.
     classes_ : array-like of shape (n_classes,)
         Class labels; column ``k`` of ``pi`` and ``counts`` is ``classes_[k]``.
     counts : array-like of shape (n_samples, n_classes)
@@ -115,8 +117,10 @@ class NoiseBudget:
                 arr = np.array(getattr(self, name), dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise NoiseBudgetError(f"NoiseBudget.{name} must be numeric: {exc}") from None
-            if not np.all(np.isfinite(arr)):
-                raise NoiseBudgetError(f"NoiseBudget.{name} contains NaN or infinite values")
+            bad = ~np.isfinite(arr) if name != "rho" else (np.isnan(arr) | (arr == -np.inf))
+            if np.any(bad):
+                raise NoiseBudgetError(f"NoiseBudget.{name} contains NaN or infinite values"
+                                       + (" (rho may be +inf: no KL limit)" if name == "rho" else ""))
             arrays[name] = arr
         pi, r, rho, counts, p_error = (arrays[k] for k in ("pi", "r", "rho", "counts", "p_error"))
         classes = np.asarray(self.classes_)
@@ -848,12 +852,13 @@ class NoiseBudgetTransformer(TransformerMixin, BaseEstimator):
             if self.smoothing:
                 pi = (1.0 - self.smoothing) * pi + self.smoothing / pi.shape[1]
         if self.mapping == "posterior":
-            no_support = np.flatnonzero(np.any(pi <= 0, axis=1))
-            if no_support.size:
-                raise NoiseBudgetError(
-                    f"mapping='posterior' computes a KL radius around pi, finite only where pi has full "
-                    f"support; {no_support.size} rows of pi have zero entries: set smoothing > 0")
-            r, rho = _posterior_radii(ev.counts, pi, self.prior, self.delta, self.n_draws, self.seed_)
+            # The l1 quantile is finite for any pi; the KL one only where pi has full support
+            # (KL(p || pi) is infinite for a posterior draw p off pi's support): rho = inf there,
+            # which every KL consumer refuses with a message naming smoothing (docs/budgets.md).
+            no_support = np.any(pi <= 0, axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r, rho = _posterior_radii(ev.counts, pi, self.prior, self.delta, self.n_draws, self.seed_)
+            rho = np.where(no_support, np.inf, rho)
         else:
             if self.mapping == "flat":
                 r = np.full(len(pi), float(self.radius))

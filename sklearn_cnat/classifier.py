@@ -185,8 +185,10 @@ def _check_label_evidence(y):
     from sklearn.exceptions import DataConversionWarning
     from sklearn.utils.multiclass import type_of_target
 
-    if isinstance(y, (dict,)) or hasattr(y, "columns"):
-        return y  # cleanlab multiannotator output: NoiseBudgetTransformer reads it
+    from .evidence import LabelEvidence
+
+    if isinstance(y, (dict, LabelEvidence)) or hasattr(y, "columns"):
+        return y  # cleanlab multiannotator output, long-format tables, parsed evidence: the transformer reads them
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
         warnings.warn("A column-vector y was passed when a 1d array was expected; it is read as labels.",
@@ -629,10 +631,16 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             raise CNATValueError(f"X has {n_samples} samples but y has {len(budget)}; they must match")
         if budget.pi.shape[1] < 2:
             raise CNATValueError("the label evidence has only one class; a classifier needs at least 2 classes")
+        if self.geometry in ("kl", "kl_l1") and not np.all(np.isfinite(budget.rho)):
+            raise CNATValueError(
+                f"geometry={self.geometry!r} needs finite KL radii, but {int((~np.isfinite(budget.rho)).sum())} "
+                "rows have rho = inf (mapping='posterior' with a pi that lacks full support: a KL ball around "
+                "it cannot hold the posterior); set NoiseBudgetTransformer(smoothing=...) > 0 or use geometry='l1'")
         return budget
 
     def _targets(self, budget):
-        t = np.concatenate([budget.pi, budget.r[:, None], budget.rho[:, None]], axis=1)
+        rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
+        t = np.concatenate([budget.pi, budget.r[:, None], rho[:, None]], axis=1)
         return torch.as_tensor(t, dtype=torch.float32)
 
     def _seed(self):

@@ -16,7 +16,7 @@ from sklearn_cnat.budgets import (
     _mc_level,
     _weissman_l1_radius,
 )
-from sklearn_cnat.exceptions import CNATError, NotFittedError
+from sklearn_cnat.exceptions import CNATError, CNATValueError, NotFittedError
 
 VOTES = np.array([[3, 0, 0], [2, 1, 0], [1, 1, 1], [0, 1, 2]])
 
@@ -89,7 +89,7 @@ def test_noise_budget_scaled():
     (dict(r=np.array([0.1, 2.5, 0.0])), r"r \(l1 radius\) must lie in \[0, 2\]"),
     (dict(r=np.array([0.1, -0.1, 0.0])), r"must lie in \[0, 2\]"),
     (dict(rho=np.array([0.1, -0.1, 0.0])), r"rho \(KL radius\) must be >= 0"),
-    (dict(rho=np.array([0.1, np.inf, 0.0])), "rho contains NaN or infinite"),
+    (dict(rho=np.array([0.1, np.nan, 0.0])), "rho contains NaN or infinite"),
     (dict(r=np.array([0.1, np.nan, 0.0])), "r contains NaN or infinite"),
     (dict(r=np.zeros(2)), r"r must have shape \(3,\)"),
     (dict(counts=np.ones((3, 3))), "counts must have shape"),
@@ -348,9 +348,19 @@ def test_posterior_prior_concentration():
     assert r_weak < r_strong < 2
 
 
-def test_posterior_needs_full_support():
-    with pytest.raises(NoiseBudgetError, match="set smoothing > 0"):
-        NoiseBudgetTransformer(mapping="posterior").fit_transform(VOTES)
+def test_posterior_without_full_support_has_l1_radii_and_no_kl_radius():
+    budget = NoiseBudgetTransformer(mapping="posterior", random_state=0).fit_transform(VOTES)
+    no_support = np.any(budget.pi <= 0, axis=1)
+    assert no_support.any() and np.all(np.isinf(budget.rho[no_support]))
+    assert np.all(np.isfinite(budget.r)) and np.all(budget.r > 0)
+    smoothed = NoiseBudgetTransformer(mapping="posterior", smoothing=0.01, random_state=0).fit_transform(VOTES)
+    assert np.all(np.isfinite(smoothed.rho))
+    from sklearn_cnat import CNATClassifier
+
+    X = np.random.default_rng(0).normal(size=(len(VOTES), 2))
+    with pytest.raises(CNATValueError, match="smoothing"):
+        CNATClassifier(geometry="kl", budget=NoiseBudgetTransformer(mapping="posterior")).fit(X, VOTES)
+    CNATClassifier(budget=NoiseBudgetTransformer(mapping="posterior")).fit(X, VOTES).certify(X, tier="bounded")
 
 
 # --------------------------------------------------------------------------- errors

@@ -554,7 +554,11 @@ def test_certificate_scorers(blobs):
     clf = Certifying().fit(X, votes)
     cert = clf.certify(X)
     assert get_scorer("cnr_coverage")(clf, X, votes) == cnr_coverage_score(cert)
+    assert clf.last_call_ == {"tier": "bounded", "m": None, "delta": 0.05}
+    get_scorer("cnr_coverage_stochastic")(clf, X, votes)
     assert clf.last_call_ == {"tier": "stochastic", "m": None, "delta": 0.05}
+    get_scorer("cnr_coverage_flip_10")(clf, X, votes)
+    assert clf.last_call_ == {"tier": "flip", "m": 10, "delta": 0.05}
     assert get_scorer("certified_accuracy")(clf, X, votes) == certified_accuracy_score(
         votes, cert
     )
@@ -609,5 +613,5 @@ def test_get_scorer_unknown_name_lists_ours():
 def test_scorer_repr():
     assert repr(get_scorer("neg_ece")) == "get_scorer('neg_ece')"
     assert repr(get_scorer("cnr_coverage")) == (
-        "make_cnr_scorer(metric='coverage', tier='stochastic', delta=0.05, m=None)"
+        "make_cnr_scorer(metric='coverage', tier='bounded', delta=0.05, m=None)"
     )

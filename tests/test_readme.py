@@ -13,3 +13,5 @@ def test_readme_quickstart_runs():
     namespace = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102 - our own README
     assert 0.0 <= namespace["cert"].coverage <= 1.0
+    cov = namespace["search"].cv_results_["mean_test_cov"]
+    assert len(set(round(float(c), 6) for c in cov)) >= 3  # the grid's coverage scores differ

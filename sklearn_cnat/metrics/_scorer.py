@@ -176,13 +176,13 @@ class _VoteScorer(_BaseCNATScorer):
 class _CertificateScorer(_BaseCNATScorer):
     """Score ``estimator.certify(X, tier, m, delta)``; see :func:`make_cnr_scorer`."""
 
-    def __init__(self, metric, *, tier, delta, m):
+    def __init__(self, metric, *, tier, delta, m, name=None):
         self._metric = metric
         self._tier = tier
         self._delta = delta
         self._m = m
         self._sign = 1
-        self._name = "cnr_coverage" if metric == "coverage" else "certified_accuracy"
+        self._name = name or ("cnr_coverage" if metric == "coverage" else "certified_accuracy")
         self._repr = (
             f"make_cnr_scorer(metric={metric!r}, tier={tier!r}, delta={delta!r}, "
             f"m={m!r})"
@@ -213,7 +213,7 @@ class _CertificateScorer(_BaseCNATScorer):
     },
     prefer_skip_nested_validation=True,
 )
-def make_cnr_scorer(metric="coverage", *, tier="stochastic", delta=0.05, m=None):
+def make_cnr_scorer(metric="coverage", *, tier="bounded", delta=0.05, m=None):
     """Make a scorer from CNR certificates.
 
     The scorer calls ``estimator.certify(X, tier=tier, m=m, delta=delta)`` and
@@ -226,13 +226,15 @@ def make_cnr_scorer(metric="coverage", *, tier="stochastic", delta=0.05, m=None)
     ----------
     metric : {"coverage", "certified_accuracy"}, default="coverage"
         What to score.
-    tier : str, default="stochastic"
-        Certificate tier passed to ``certify`` (see ``docs/certificates.md``).
+    tier : str, default="bounded"
+        Certificate tier passed to ``certify`` (see ``docs/certificates.md``). The
+        default reads the declared budgets, so a search over ``budget__*`` changes
+        the score (tier "stochastic" depends on the votes only, not on the radii).
     delta : float in (0, 1) or None, default=0.05
-        Failure probability of probabilistic tiers, passed to ``certify``.
+        Failure probability of tier "stochastic", passed to ``certify``.
     m : int or None, default=None
-        Number of Monte-Carlo samples (``None``: the estimator's default),
-        passed to ``certify``.
+        Number of changed training rows of tier "flip" (required there), passed to
+        ``certify``.
 
     Returns
     -------
@@ -244,7 +246,7 @@ def make_cnr_scorer(metric="coverage", *, tier="stochastic", delta=0.05, m=None)
     --------
     >>> from sklearn_cnat.metrics import make_cnr_scorer
     >>> make_cnr_scorer("certified_accuracy", delta=0.01)
-    make_cnr_scorer(metric='certified_accuracy', tier='stochastic', delta=0.01, m=None)
+    make_cnr_scorer(metric='certified_accuracy', tier='bounded', delta=0.01, m=None)
     """
     return _CertificateScorer(metric, tier=tier, delta=delta, m=m)
 
@@ -280,6 +282,14 @@ _SCORERS = {
     "cnr_coverage": make_cnr_scorer("coverage"),
     "certified_accuracy": make_cnr_scorer("certified_accuracy"),
 }
+for _metric, _prefix in (("coverage", "cnr_coverage"), ("certified_accuracy", "certified_accuracy")):
+    _SCORERS[f"{_prefix}_bounded"] = make_cnr_scorer(_metric, tier="bounded")
+    _SCORERS[f"{_prefix}_stochastic"] = make_cnr_scorer(_metric, tier="stochastic", delta=0.05)
+    for _m in (1, 10, 100):
+        _SCORERS[f"{_prefix}_flip_{_m}"] = make_cnr_scorer(_metric, tier="flip", m=_m)
+for _key, _scorer in _SCORERS.items():
+    if isinstance(_scorer, _CertificateScorer):
+        _scorer._name = _key
 
 
 # Scorer objects for scikit-learn's own cross_val_score, GridSearchCV, ... (module docstring).
@@ -295,9 +305,10 @@ neg_brier_votes_scorer = _SCORERS["neg_brier_score"]
 neg_ece_scorer = _SCORERS["neg_ece"]
 #: ``get_scorer("plausible_label_map")``: mean average precision of the plausible labels.
 plausible_label_map_scorer = _SCORERS["plausible_label_map"]
-#: ``get_scorer("cnr_coverage")``: fraction certified, tier "stochastic", ``delta=0.05``.
+#: ``get_scorer("cnr_coverage")``: fraction certified, tier "bounded" (``cnr_coverage_stochastic``,
+#: ``cnr_coverage_flip_10`` etc. name the other tiers).
 cnr_coverage_scorer = _SCORERS["cnr_coverage"]
-#: ``get_scorer("certified_accuracy")``: certified and right, tier "stochastic", ``delta=0.05``.
+#: ``get_scorer("certified_accuracy")``: certified and right, tier "bounded".
 certified_accuracy_scorer = _SCORERS["certified_accuracy"]
 
 
