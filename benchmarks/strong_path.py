@@ -96,7 +96,7 @@ def estimator(args, **kw):
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
                   optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
                   lr_schedule="onecycle", precision="auto", augment="flip_translate", tta=True,
-                  random_state=args.seed, verbose=0)
+                  random_state=args.seed, verbose=args.verbose)
     params.update(kw)
     return CNATClassifier(**params)
 
@@ -198,7 +198,9 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")
     p.add_argument("--n-test", type=int, default=None, help="every (10000 / n)-th test image (trials)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, help="skorch's per-epoch table (to follow a long run)")
     args = p.parse_args(argv)
+    torch.set_flush_denormal(True)  # subnormal activations/weights can slow CPU kernels 100-fold
     meta = dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
                 command="python benchmarks/strong_path.py " + " ".join(sys.argv[1:] if argv is None else argv))
     from sklearn_cnat._precision import _describe
