@@ -8,6 +8,9 @@
   delta (``delta_min``) at which it holds.
 * :class:`ReliabilityDisplay`: multiclass top-label reliability diagram
   (scikit-learn's ``CalibrationDisplay`` is binary-only).
+* :class:`CertifiedAccuracyDisplay`: certified accuracy against the number of
+  flipped training labels, several methods (tier-"flip" certificates, e.g. ours
+  and the peers of :mod:`sklearn_cnat.peers`) on one axes.
 
 ``__init__`` holds computed data; ``plot(ax=None)`` draws and returns self with
 ``ax_``, ``figure_`` and ``line_``; ``from_estimator`` computes predictions and
@@ -18,7 +21,7 @@ import numpy as np
 
 from .exceptions import CNATValueError
 
-__all__ = ["CoverageDisplay", "ReliabilityDisplay"]
+__all__ = ["CertifiedAccuracyDisplay", "CoverageDisplay", "ReliabilityDisplay"]
 
 _X_LABELS = {
     "bounded": "budget scale s (every radius multiplied by s)",
@@ -243,3 +246,100 @@ class ReliabilityDisplay:
         name = name if name is not None else type(estimator).__name__
         return cls.from_predictions(y, estimator.predict_proba(X), n_bins=n_bins,
                                     classes=estimator.classes_, name=name, ax=ax, **kwargs)
+
+
+def _flip_grid(certificates):
+    """0, then about 60 log-spaced flip counts up to the largest ``max_flips`` seen."""
+    top = max([1] + [int(np.max(c.max_flips)) for c in certificates if len(c.max_flips)])
+    return np.unique(np.concatenate([[0], np.round(np.logspace(0, np.log10(top + 1), 60)).astype(int)]))
+
+
+class CertifiedAccuracyDisplay:
+    """Certified accuracy against the number of flipped training labels, one curve per method.
+
+    A point counts at ``m`` when it is correctly predicted and its certificate holds for
+    ``m`` flipped labels (``max_flips >= m``); at ``m = 0`` the curve starts at (at most)
+    the clean accuracy.
+
+    Parameters
+    ----------
+    m : ndarray of shape (n_grid,)
+        Numbers of flipped labels.
+    certified_accuracy : dict of str to ndarray of shape (n_grid,)
+        Certified accuracy of each method at each ``m``.
+    clean_accuracy : dict of str to float or None
+        Clean accuracy of each method (drawn in the legend).
+
+    Examples
+    --------
+    >>> disp = CertifiedAccuracyDisplay.from_certificates(
+    ...     {"ours": cert_ours, "kNN": cert_knn}, y_test)  # doctest: +SKIP
+    >>> disp.figure_.savefig("certified_accuracy.png")  # doctest: +SKIP
+    """
+
+    def __init__(self, *, m, certified_accuracy, clean_accuracy=None):
+        self.m = m
+        self.certified_accuracy = certified_accuracy
+        self.clean_accuracy = clean_accuracy
+
+    def plot(self, ax=None, *, title=None, emphasis=None, **kwargs):
+        """Draw one line per method (x axis symmetric-log in ``m``); returns self.
+
+        Lines get distinct colour / dash pairs; the methods named in ``emphasis`` (default:
+        names starting with "ours") are drawn thicker. ``lines_`` maps each method's name
+        to its line.
+        """
+        plt = _plt()
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 5))
+        if emphasis is None:
+            emphasis = [name for name in self.certified_accuracy if str(name).startswith("ours")]
+        colours = plt.get_cmap("tab20").colors
+        dashes = ["-", "--", "-.", ":"]
+        self.lines_ = {}
+        for i, (name, values) in enumerate(self.certified_accuracy.items()):
+            label = name
+            if self.clean_accuracy and name in self.clean_accuracy:
+                label = f"{name} (clean {100 * self.clean_accuracy[name]:.1f} %)"
+            style = dict(color=colours[(2 * i) % 20 + (i // 10) % 2], linestyle=dashes[i % 4],
+                         linewidth=2.6 if name in emphasis else 1.3)
+            style.update(kwargs)
+            (self.lines_[name],) = ax.plot(self.m, values, label=label, **style)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("flipped training labels m")
+        ax.set_ylabel("certified accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title or "Certified accuracy against label flips")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small")
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        return self
+
+    @classmethod
+    def from_certificates(cls, certificates, y_true, *, grid=None, ax=None, title=None, emphasis=None, **kwargs):
+        """Curves from tier-"flip" certificates of several methods on the same test points.
+
+        Parameters
+        ----------
+        certificates : dict of str to Certificate
+            One certificate per method (each with ``max_flips``).
+        y_true : array-like of shape (n_points,)
+            True class labels (votes: plurality).
+        grid : array-like of int, optional
+            Values of ``m``; default 0 and about 60 log-spaced values up to the largest
+            ``max_flips``.
+        """
+        certificates = dict(certificates)
+        for name, cert in certificates.items():
+            if getattr(cert, "max_flips", None) is None:
+                raise CNATValueError(f"certificate {name!r} has no max_flips; certify with tier='flip'")
+        grid = _flip_grid(certificates.values()) if grid is None else np.asarray(grid)
+        curves, clean = {}, {}
+        for name, cert in certificates.items():
+            truth = _truth_labels(y_true, getattr(cert, "classes", None) if np.ndim(y_true) == 2 else None)
+            correct = np.asarray(cert.prediction) == truth
+            flips = np.asarray(cert.max_flips)
+            curves[name] = ((flips[None, :] >= grid[:, None]) & correct[None, :]).mean(axis=1)
+            clean[name] = float(correct.mean())
+        disp = cls(m=grid, certified_accuracy=curves, clean_accuracy=clean)
+        return disp.plot(ax=ax, title=title, emphasis=emphasis, **kwargs)
