@@ -54,7 +54,7 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks"
 DEFAULT_CACHE = REPO / "benchmarks" / "cache"
 K = 10
 MS = (1, 10, 50, 100, 200, 400, 1000)
-ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+ALPHA_GRID = tuple(float(a) for a in np.round(np.logspace(-1, 5, 13), 1))  # 0.1 ... 1e5, half decades
 
 # Published anchors (CIFAR-10, label flips), as listed in issue 11.
 PUBLISHED = [
@@ -815,6 +815,9 @@ def main(argv=None):
         if args.families and mode in runs:  # a partial run adds rows: keep the full run's record
             runs[mode].setdefault("extra_runs", []).append(dict(command=common["command"], families=args.families,
                                                                 wall_seconds=meta[mode]["wall_seconds"]))
+            if "ours" in args.families:  # our rows were refitted: their alpha is this run's
+                runs[mode]["info"].update({k: meta[mode][k] for k in ("alpha", "alpha_seconds", "allowance",
+                                                                      "alpha_loo_scores")})
         else:
             runs[mode] = common | {"info": meta[mode]}
     all_rows = _merge(out / "certified_peers.csv", rows)

@@ -37,7 +37,7 @@ __all__ = ["certify_knn", "certify_rnn", "certify_label_flip_smoothing"]
 
 _METRICS = ("euclidean", "cosine")
 _CHUNK_ELEMENTS = 2**24
-_T_GRID = 20
+_T_GRID = 24
 
 
 # --------------------------------------------------------------------------- validation
@@ -328,8 +328,9 @@ def _chernoff_log_failure(H, labels, pred, q, K, n_grid=_T_GRID):
         log_lo, log_hi = torch.log(lo.clamp_min(1e-300)), torch.log(hi.clamp_min(1e-300))
         return torch.exp(log_lo[:, None] + ratio[None, :] * (log_hi - log_lo)[:, None])  # (T, G)
 
-    # coarse: far beyond the Gaussian optima (skewed sums have their optimum at larger t)
-    coarse = geometric(low / 8, top * 2.0**12, n_grid // 2)
+    # coarse: far on both sides of the Gaussian optima (for small q the sums are skewed and the
+    # optimum lies far below E[D] / Var[D]; for a few dominant rows it can lie above)
+    coarse = geometric(low * 2.0**-12, top * 2.0**12, n_grid // 2)
     value = exponents(coarse)
     best = value.amin(1)
     idx = value.argmin(1)  # (T, K)
