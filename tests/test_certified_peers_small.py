@@ -97,3 +97,15 @@ def test_outputs_ratio_and_figures(run):
     text = (run / "certified_peers.md").read_text()
     assert "Ratio of our median certified flips" in text and "Published anchors" in text
     assert "DPA networks, k=3" in text and "Real re-annotation" in text
+
+
+def test_rebuild_rewrites_the_same_tables(bench, run):
+    before = (run / "certified_peers.csv").read_text()
+    bench.main(["--synthetic", "--quick", "--out", str(run), "--cache", str(run / "cache"), "--n-train", "300",
+                "--rebuild"])
+    assert (run / "certified_peers.csv").read_text() == before
+    info = json.loads((run / "certified_peers_runs.json").read_text())["label_free"]["info"]
+    if info["ours_top1"] >= info["best_peer_top1"]:  # then the leave-one-out row itself competes
+        assert info["ratio_at_no_lower_accuracy"] >= info["ratio_ours_to_best_peer"] - 1e-12
+    else:
+        assert math.isnan(info["ratio_at_no_lower_accuracy"]) or info["ours_no_lower_accuracy"] is not None
