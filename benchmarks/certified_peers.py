@@ -145,40 +145,25 @@ def features_label_free(data, cfg, meta):
 
 def features_split(data, cfg, meta):
     """Split-mode features: a backbone trained on one half of the rows, features of the other half."""
-    if cfg["split_backbone"] == "ConvNet7":
-        return features_split_convnet7(data, cfg, meta)
+    if cfg["split_backbone"] == "extractor":
+        return features_split_extractor(data, cfg, meta)
     return features_split_estimator(data, cfg, meta)
 
 
-def features_split_convnet7(data, cfg, meta):
-    """The extractor of ``benchmarks/cifar10n.py --mode split`` (and its cache): a 7-conv CNN trained on
-    half A with half A's aggre labels, frozen; features of half B (whose labels are certified)."""
+def features_split_extractor(data, cfg, meta):
+    """The extractor of ``benchmarks/cifar10n.py --mode split`` (and its cache): ``CNATClassifier(module=FastCNN,
+    feature_split=0.5)`` trained on its half A with half A's aggre labels, frozen; features of half B (whose labels
+    are certified)."""
     c10 = _cifar10n()
     quick = cfg["quick"]
-    ext = dict(epochs=1 if quick else 8, widths=(8, 16, 32) if quick else (32, 64, 128), stem=8 if quick else 16,
-               lr=0.05, batch=64 if quick else 128)
-    idx_a, idx_b = c10._half_split(len(data["x_train"]), cfg["seed"])
-    key = c10._key(kind="split", src=data["source"], noise="aggre", epochs=ext["epochs"], widths=ext["widths"],
-                   stem=ext["stem"], seed=cfg["seed"], lr=ext["lr"], bs=ext["batch"], tta=True,
-                   n_test=len(data["y_test"]))
-
-    def compute():
-        log(f"split: training the 7-conv extractor on half A ({len(idx_a)} images, aggre labels, "
-            f"{ext['epochs']} epochs)")
-        t0 = time.time()
-        net = c10.train_cnn(data["x_train"][idx_a], c10._onehot(data["labels"]["aggre"][idx_a]), epochs=ext["epochs"],
-                            seed=cfg["seed"], lr=ext["lr"], batch_size=ext["batch"],
-                            module=c10.ConvNet7(widths=ext["widths"], stem=ext["stem"]))
-        t_train = time.time() - t0
-        acc = float(np.mean(c10.cnn_predict_proba(net, data["x_test"]).argmax(1) == data["y_test"]))
-        t0 = time.time()
-        F_b, F_t = c10.cnn_features(net, data["x_train"][idx_b]), c10.cnn_features(net, data["x_test"])
-        return dict(F_b=F_b, F_t=F_t, extractor_top1=np.array(acc), t_train=np.array(t_train),
-                    t_feat=np.array(time.time() - t0))
-
-    arrays, hit = c10.cached_arrays(Path(cfg["cache"]) / f"split_aggre_{key}.npz", compute)
-    meta["split"] = dict(backbone="ConvNet7 (benchmarks/cifar10n.py)", epochs=ext["epochs"], cached=hit,
-                         extractor_test_top1=float(arrays["extractor_top1"]),
+    ext = dict(extractor_epochs=cfg["split_epochs"] or (1 if quick else 16), widths=(8, 16, 32) if quick else
+               (64, 256, 256), stem=8 if quick else 24, extractor_lr=0.05 if quick else 0.1,
+               extractor_batch=64 if quick else 256, extractor_smoothing=0.2, radius=0.05, seed=cfg["seed"],
+               cache=cfg["cache"], device="cpu")
+    arrays, hit = c10.split_features(data, "aggre", ext)
+    idx_b = np.asarray(arrays["rows"])
+    meta["split"] = dict(backbone="CNATClassifier(module=FastCNN, feature_split=0.5) (benchmarks/cifar10n.py)",
+                         epochs=ext["extractor_epochs"], cached=hit, extractor_test_top1=float(arrays["extractor_top1"]),
                          backbone_seconds=float(arrays["t_train"]), feature_dim=int(arrays["F_b"].shape[1]),
                          head_rows=int(len(idx_b)),
                          covers=f"the {len(idx_b)} head rows' labels (half B; the extractor's half A held as trained)")
@@ -193,14 +178,14 @@ def features_split_estimator(data, cfg, meta):
 
     c10 = _cifar10n()
     backbone = getattr(models, cfg["split_backbone"])
-    key = c10._key(kind="peers_split", src=data["source"], backbone=cfg["split_backbone"], epochs=cfg["split_epochs"],
+    key = c10._key(kind="peers_split", src=data["source"], backbone=cfg["split_backbone"], epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8),
                    kwargs=cfg["split_module_kwargs"], lr=cfg["split_lr"], batch=cfg["split_batch"], seed=cfg["seed"],
                    test=cfg["test_idx"].tolist())
 
     def compute():
         clf = CNATClassifier(module=backbone, module_kwargs=cfg["split_module_kwargs"], head="ridge", alpha=1.0,
                              budget=NoiseBudgetTransformer(classes=np.arange(K), mapping="flat", radius=0.05),
-                             feature_split=0.5, max_epochs=cfg["split_epochs"], batch_size=cfg["split_batch"],
+                             feature_split=0.5, max_epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8), batch_size=cfg["split_batch"],
                              lr=cfg["split_lr"], optimizer="sgd",
                              optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                              lr_schedule="onecycle", augment="flip_translate", tta=True, random_state=cfg["seed"])
@@ -217,7 +202,7 @@ def features_split_estimator(data, cfg, meta):
                     t_fit=np.array(t_fit), head_top1=np.array(head_top1))
 
     arrays, hit = c10.cached_arrays(Path(cfg["cache"]) / f"peers_split_{key}.npz", compute)
-    meta["split"] = dict(backbone=cfg["split_backbone"], epochs=cfg["split_epochs"], cached=hit,
+    meta["split"] = dict(backbone=cfg["split_backbone"], epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8), cached=hit,
                          backbone_seconds=float(arrays["t_fit"]), feature_dim=int(arrays["F_tr"].shape[1]),
                          head_rows=int(len(arrays["rows"])),
                          covers=f"the {len(arrays['rows'])} head rows' labels (backbone rows held as trained)")
@@ -773,8 +758,8 @@ def config(args):
         dpa_partitions=args.dpa_partitions or [], dpa_epochs=args.dpa_epochs or (1 if quick else 4),
         dpa_width=4 if quick else 16,
         families=args.families, ours_alphas=args.ours_alphas or (), alpha=args.alpha,
-        quick=quick, split_backbone=args.split_backbone or "ConvNet7",
-        split_module_kwargs={"width": 4} if quick else {}, split_epochs=args.split_epochs or (1 if quick else 8),
+        quick=quick, split_backbone=args.split_backbone or "extractor",
+        split_module_kwargs={"width": 4} if quick else {}, split_epochs=args.split_epochs,
         split_lr=0.05 if quick else 0.2, split_batch=64 if quick else 512,
     )
 
@@ -798,9 +783,10 @@ def parse_args(argv=None):
     p.add_argument("--rosenfeld-q", type=float, nargs="+", default=None)
     p.add_argument("--dpa-partitions", type=int, nargs="*", default=None)
     p.add_argument("--dpa-epochs", type=int, default=None)
-    p.add_argument("--split-backbone", default=None, choices=["ConvNet7", "FastCNN", "SmallCNN"],
-                   help="ConvNet7: the extractor (and cache) of benchmarks/cifar10n.py --mode split; FastCNN / "
-                        "SmallCNN: CNATClassifier(module=..., feature_split=0.5)")
+    p.add_argument("--split-backbone", default=None, choices=["extractor", "FastCNN", "SmallCNN"],
+                   help="extractor (default): the split-mode extractor (and cache) of benchmarks/cifar10n.py, "
+                        "FastCNN through CNATClassifier(feature_split=0.5); FastCNN / SmallCNN: "
+                        "CNATClassifier(module=..., feature_split=0.5) at this script's settings")
     p.add_argument("--split-epochs", type=int, default=None)
     p.add_argument("--reannotation", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--ours-alphas", type=float, nargs="+", default=None,

@@ -13,8 +13,10 @@ Modes (``--mode``, several allowed):
     fitted on the training images without labels; heads are trained on all
     training images and certificates have scope "model".
 ``split``
-    A 7-conv CNN is trained on half A of the training set with half A's own noisy
-    labels of the setting, then frozen; heads are trained on half B, whose labels
+    The package's split representation trains the extractor:
+    ``CNATClassifier(module=FastCNN, feature_split=0.5)`` (CNAT loss, label smoothing,
+    augmentation, bf16 where native, flip TTA) on its seeded half A with half A's own
+    noisy labels of the setting, then frozen; heads are trained on half B, whose labels
     are the ones certified (half B's labels never reach the extractor, so the
     certificates cover the whole model for these labels: scope "model").
 ``cnn``
@@ -49,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
@@ -59,9 +60,6 @@ NOISES = ("aggre", "random1", "worse")
 MODES = ("label_free", "split", "cnn", "gpu")
 K = 10
 
-# CIFAR-10 channel statistics (of the training images, in [0, 1])
-_MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
 
 def log(msg):
@@ -121,161 +119,44 @@ def synthetic_data(n_train=400, n_test=200, size=16, seed=0):
                 y_test=y[n_train:], source=f"synthetic ({n_train} train, {n_test} test, {size}x{size})")
 
 
-def _half_split(n, seed):
-    """Indices of halves A (extractor) and B (heads, certified), a label-free random split."""
-    perm = np.random.RandomState(seed).permutation(n)
-    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+# --------------------------------------------------------------------------- split-mode extractor
 
 
-# --------------------------------------------------------------------------- CNN extractor
+def split_extractor(data, labels, cfg, *, evidence="labels"):
+    """The split-mode extractor, trained by the package: ``CNATClassifier(feature_split=0.5)``.
 
-
-def _conv_bn(c_in, c_out):
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
-
-
-class ConvNet7(nn.Module):
-    """A 7-conv CNN in the style of airbench (Jordan 2024): stem, three conv-pool-conv blocks, max-pool, linear.
-
-    Feature map (input of ``fc``): ``widths[-1]`` dimensions.
+    The backbone (:class:`sklearn_cnat.models.FastCNN`, CNAT loss, bf16 where native,
+    flip + translate augmentation, one-cycle SGD, flip TTA) trains on the estimator's
+    seeded half of the rows ("half A") with ``labels`` (1-D labels with declared
+    classes, or vote counts with ``evidence="votes"``), and is frozen; the rows of the
+    other half ("half B", ``head_rows_``) never reach it. Returns the head rows, their
+    features (batched, as the estimator's head sees them), the test features (served,
+    one point at a time), the network's own test top-1 and the timings.
     """
+    from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
+    from sklearn_cnat._inference import _forward_per_point
+    from sklearn_cnat.models import FastCNN
 
-    def __init__(self, num_classes=10, in_channels=3, widths=(64, 128, 256), stem=24):
-        super().__init__()
-        layers = _conv_bn(in_channels, stem)
-        c = stem
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.GELU()]
-            layers += _conv_bn(w, w)
-            c = w
-        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c, num_classes)
-        nn.init.zeros_(self.fc.weight)  # logits start at 0: the loss starts at log K
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x):
-        return self.fc(self.features(x))
-
-
-def _normalise(xb):
-    return (xb - _MEAN.to(xb.device)) / _STD.to(xb.device)
-
-
-def _to_nchw_float(x_uint8):
-    return torch.from_numpy(np.ascontiguousarray(x_uint8.transpose(0, 3, 1, 2))).float().div_(255.0)
-
-
-def _augment(xb, generator, pad=2):
-    """Random horizontal flip and random translation by up to ``pad`` pixels (reflect padding)."""
-    n, _, h, w = xb.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
-    padded = nn.functional.pad(xb, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    out = torch.empty_like(xb)
-    for s in range(2 * pad + 1):
-        for t in range(2 * pad + 1):
-            sel = (dy == s) & (dx == t)
-            if sel.any():
-                out[sel] = padded[sel, :, s:s + h, t:t + w]
-    return out
-
-
-def train_cnn(x_uint8, targets, *, epochs, seed, batch_size=256, lr=0.2, weight_decay=5e-4,
-              label_smoothing=0.2, device="cpu", module=None, verbose=True):
-    """Train a CNN (default :class:`ConvNet7`) on uint8 NHWC images with soft targets (n, K).
-
-    SGD with Nesterov momentum 0.9, one-cycle learning rate (linear warm-up over the
-    first 20 % of steps, linear decay to 0), label smoothing, flip + translate
-    augmentation, bf16 autocast and channels-last on CPU.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = (module if module is not None else ConvNet7()).to(device)
-    net = net.to(memory_format=torch.channels_last)
-    x = _to_nchw_float(x_uint8)
-    t = torch.as_tensor(targets, dtype=torch.float32)
-    t = (1 - label_smoothing) * t + label_smoothing / t.shape[1]
-    decay, no_decay = [], []
-    for name, p in net.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9, nesterov=True)
-    n = len(x)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / (0.2 * total), max(0.0, (total - s) / (0.8 * total))))
-    use_bf16 = device == "cpu"
-    net.train()
-    for epoch in range(epochs):
-        t0 = time.time()
-        perm = torch.randperm(n, generator=gen)
-        tot, correct = 0.0, 0
-        for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size]
-            if len(idx) < 2:
-                continue
-            xb = _normalise(_augment(x[idx], gen)).to(device).contiguous(memory_format=torch.channels_last)
-            tb = t[idx].to(device)
-            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16,
-                                enabled=use_bf16 or device != "cpu"):
-                out = net(xb)
-            loss = -(tb * torch.log_softmax(out.float(), dim=1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-            correct += int((out.argmax(1) == tb.argmax(1)).sum())
-        if verbose:
-            log(f"  epoch {epoch + 1}/{epochs}: loss {tot / n:.3f}, train acc (vs its labels) {correct / n:.3f}, "
-                f"{n / (time.time() - t0):.0f} img/s")
-    net.eval()
-    return net
-
-
-@torch.no_grad()
-def cnn_features(net, x_uint8, *, device="cpu", batch_size=500, tta=True):
-    """Feature map (input of the last linear layer) of uint8 images; ``tta``: mean over the image and its flip.
-
-    (``sklearn_cnat.models.extract_features`` does the same without bf16 autocast.)
-    """
-    from sklearn_cnat.models import find_last_linear
-
-    head = find_last_linear(net)
-    captured = []
-    hook = head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0].detach().float().cpu()))
-    net.eval()
-    out = []
-    try:
-        for s in range(0, len(x_uint8), batch_size):
-            xb = _normalise(_to_nchw_float(x_uint8[s:s + batch_size])).to(device)
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16):
-                net(xb)
-                if tta:
-                    net(xb.flip(3))
-            f = captured.pop(0).reshape(len(xb), -1)
-            if tta:
-                f = 0.5 * (f + captured.pop(0).reshape(len(xb), -1))
-            out.append(f.numpy())
-    finally:
-        hook.remove()
-    return np.concatenate(out).astype(np.float32)
-
-
-@torch.no_grad()
-def cnn_predict_proba(net, x_uint8, *, device="cpu", batch_size=500):
-    net.eval()
-    out = []
-    for s in range(0, len(x_uint8), batch_size):
-        xb = _normalise(_to_nchw_float(x_uint8[s:s + batch_size])).to(device)
-        with torch.autocast(device_type="cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16):
-            out.append(torch.softmax(net(xb).float(), 1).cpu().numpy())
-    return np.concatenate(out)
+    pi = "votes" if evidence == "votes" else "onehot"
+    clf = CNATClassifier(
+        module=FastCNN, module_kwargs=dict(widths=tuple(cfg["widths"]), stem=cfg["stem"]), head="ridge", alpha=1.0,
+        budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K), mapping="flat", radius=cfg["radius"]),
+        feature_split=0.5, max_epochs=cfg["extractor_epochs"], batch_size=cfg["extractor_batch"],
+        lr=cfg["extractor_lr"], optimizer="sgd",
+        optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, lr_schedule="onecycle",
+        label_smoothing=cfg["extractor_smoothing"], precision="auto", augment="flip_translate", tta=True,
+        device=cfg["device"], random_state=cfg["seed"])
+    t0 = time.time()
+    clf.fit(data["x_train"], labels)
+    t_train = time.time() - t0
+    t0 = time.time()
+    inputs = clf._loader_inputs(clf._prepare_inputs(data["x_test"], fit=False)[0])
+    logits, F_t = _forward_per_point(clf.net_.module_, inputs, features=True, tta=clf.tta_)
+    t_feat = time.time() - t0
+    return dict(rows=np.flatnonzero(clf.head_rows_), F_b=clf.train_features_.astype(np.float32),
+                F_t=np.asarray(F_t, np.float32), extractor_top1=np.array(float(np.mean(
+                    np.asarray(logits).argmax(1) == data["y_test"]))),
+                t_train=np.array(t_train), t_feat=np.array(t_feat))
 
 
 # --------------------------------------------------------------------------- caching
@@ -635,37 +516,32 @@ def _cert_subset(y_test, n_certify):
     return np.sort(order[np.linspace(0, n - 1, n_certify).round().astype(int)])
 
 
-def run_split(data, noise, cfg, meta):
-    """Extractor trained on half A with half A's labels of the setting; heads on half B."""
-    n = len(data["x_train"])
-    idx_a, idx_b = _half_split(n, cfg["seed"])
-    ext_noise = noise if cfg["extractor_labels"] == "same" else cfg["extractor_labels"]
-    key = _key(kind="split", src=data["source"], noise=ext_noise, epochs=cfg["extractor_epochs"],
+def split_features(data, ext_noise, cfg):
+    """Cached :func:`split_extractor` arrays (``ext_noise``: the labels of half A); (arrays, cache hit)."""
+    key = _key(kind="split_estimator", src=data["source"], noise=ext_noise, epochs=cfg["extractor_epochs"],
                widths=cfg["widths"], stem=cfg["stem"], seed=cfg["seed"], lr=cfg["extractor_lr"],
-               bs=cfg["extractor_batch"], tta=True, n_test=len(data["y_test"]))
+               bs=cfg["extractor_batch"], smoothing=cfg["extractor_smoothing"], radius=cfg["radius"],
+               n_test=len(data["y_test"]))
 
     def compute():
-        log(f"split/{noise}: training the extractor on half A ({len(idx_a)} images, {ext_noise} labels, "
-            f"{cfg['extractor_epochs']} epochs)")
-        t0 = time.time()
-        net = train_cnn(data["x_train"][idx_a], _onehot(data["labels"][ext_noise][idx_a]),
-                        epochs=cfg["extractor_epochs"], seed=cfg["seed"], lr=cfg["extractor_lr"],
-                        batch_size=cfg["extractor_batch"], device=cfg["device"],
-                        module=ConvNet7(widths=cfg["widths"], stem=cfg["stem"]))
-        t_train = time.time() - t0
-        acc = float(np.mean(cnn_predict_proba(net, data["x_test"], device=cfg["device"]).argmax(1) == data["y_test"]))
-        t0 = time.time()
-        F_b = cnn_features(net, data["x_train"][idx_b], device=cfg["device"])
-        F_t = cnn_features(net, data["x_test"], device=cfg["device"])
-        t_feat = time.time() - t0
-        log(f"split/{noise}: extractor test top-1 {acc:.4f} (its own head), train {t_train:.0f}s, "
-            f"features {t_feat:.0f}s")
-        return dict(F_b=F_b, F_t=F_t, extractor_top1=np.array(acc), t_train=np.array(t_train),
-                    t_feat=np.array(t_feat))
+        log(f"split: training the extractor (CNATClassifier(feature_split=0.5), FastCNN {tuple(cfg['widths'])}) "
+            f"on half A of {len(data['x_train'])} images, {ext_noise} labels, {cfg['extractor_epochs']} epochs")
+        out = split_extractor(data, data["labels"][ext_noise], cfg)
+        log(f"split: extractor test top-1 {float(out['extractor_top1']):.4f} (its own head), train "
+            f"{float(out['t_train']):.0f}s, test features {float(out['t_feat']):.0f}s")
+        return out
 
-    arrays, hit = cached_arrays(Path(cfg["cache"]) / f"split_{ext_noise}_{key}.npz", compute)
+    return cached_arrays(Path(cfg["cache"]) / f"split_{ext_noise}_{key}.npz", compute)
+
+
+def run_split(data, noise, cfg, meta):
+    """Extractor trained on half A with half A's labels of the setting (:func:`split_extractor`); heads on half B."""
+    ext_noise = noise if cfg["extractor_labels"] == "same" else cfg["extractor_labels"]
+    arrays, hit = split_features(data, ext_noise, cfg)
+    idx_b = np.asarray(arrays["rows"])
     meta.setdefault("split", {})[noise] = dict(
-        extractor_labels=ext_noise, half_a=int(len(idx_a)), half_b=int(len(idx_b)),
+        extractor="CNATClassifier(module=FastCNN, feature_split=0.5) (benchmarks/cifar10n.py split_extractor)",
+        extractor_labels=ext_noise, half_a=int(len(data["x_train"]) - len(idx_b)), half_b=int(len(idx_b)),
         extractor_test_top1=float(arrays["extractor_top1"]), extractor_train_seconds=float(arrays["t_train"]),
         feature_seconds=float(arrays["t_feat"]), cached=hit, feature_dim=int(arrays["F_b"].shape[1]))
     labels_b = {k: v[idx_b] for k, v in data["labels"].items()}
@@ -1105,9 +981,9 @@ def config(args):
     cfg = dict(
         seed=args.seed, device=args.device, cache=args.cache, n_certify=args.n_certify,
         n_certify_label_free=2000 if args.n_certify is None else args.n_certify,
-        extractor_epochs=args.extractor_epochs or (1 if quick else 8),
-        extractor_lr=0.05, extractor_batch=128 if not quick else 64,
-        widths=(8, 16, 32) if quick else (32, 64, 128), stem=8 if quick else 16,
+        extractor_epochs=args.extractor_epochs or (1 if quick else 16),
+        extractor_lr=0.05 if quick else 0.1, extractor_batch=64 if quick else 256, extractor_smoothing=0.2,
+        widths=(8, 16, 32) if quick else (64, 256, 256), stem=8 if quick else 24,
         extractor_labels=args.extractor_labels,
         head_epochs=10 if quick else 30, head_lr=1e-2 if quick else 1e-3, head_wd=1e-4, cleanlab_cv=3 if quick else 5,
         baselines=[m for m in ("ce", "label_smoothing", "gce", "elr", "cleanlab") if m in args.methods],

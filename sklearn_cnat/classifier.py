@@ -391,6 +391,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Per-step learning-rate factor: linear warm-up over the first 20 % of the steps,
         then linear (``"onecycle"``) or cosine decay to 0
         (:class:`~sklearn_cnat.callbacks.WarmupDecay` through skorch's ``LRScheduler``).
+    label_smoothing : float in [0, 1), default=0.0
+        Network training only: the backbone's CNAT loss reads
+        ``(1 - label_smoothing) * pi + label_smoothing / K`` as the nominal, with the
+        same radii. Each row's target depends on that row's own ``pi`` only, so
+        ``budget.rowwise`` and ``feature_split`` are unaffected; the head, its
+        certificates and calibration read the unsmoothed ``pi``.
     accelerator : accelerate.Accelerator or None, default=None
         Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
     device : str, default="cpu"
@@ -470,6 +476,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         augment="auto",
         tta="auto",
         lr_schedule=None,
+        label_smoothing=0.0,
         accelerator=None,
         device="cpu",
         verbose=0,
@@ -499,6 +506,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.augment = augment
         self.tta = tta
         self.lr_schedule = lr_schedule
+        self.label_smoothing = label_smoothing
         self.accelerator = accelerator
         self.device = device
         self.verbose = verbose
@@ -565,6 +573,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         _autocast_dtype(self.precision, self.device)
         if self.lr_schedule not in (None, "onecycle", "cosine"):
             raise CNATValueError(f"lr_schedule must be None, 'onecycle' or 'cosine', got {self.lr_schedule!r}")
+        ls = self.label_smoothing
+        if isinstance(ls, bool) or not (isinstance(ls, numbers.Real) and 0 <= ls < 1):
+            raise CNATValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
         if self.scope not in (None, "model", "head"):
             raise CNATValueError(f"scope must be None, 'model' or 'head', got {self.scope!r}")
         vf = self.validation_fraction
@@ -640,7 +651,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     def _targets(self, budget):
         rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
-        t = np.concatenate([budget.pi, budget.r[:, None], rho[:, None]], axis=1)
+        pi = budget.pi
+        if self.label_smoothing:
+            pi = (1.0 - self.label_smoothing) * pi + self.label_smoothing / pi.shape[1]
+        t = np.concatenate([pi, budget.r[:, None], rho[:, None]], axis=1)
         return torch.as_tensor(t, dtype=torch.float32)
 
     def _seed(self):

@@ -239,3 +239,32 @@ def test_frozen_backbone_saved_and_reloaded_is_a_fixed_feature_map(tmp_path):
     assert np.all(attacked[cert.certified] > 0)
     with pytest.raises(CNATValueError, match="train_backbone=False needs head"):
         CNATClassifier(module=backbone, train_backbone=False, head="softmax").fit(X, votes)
+
+
+# ----------------------------------------------------------------------------- label smoothing
+
+
+def test_label_smoothing_reaches_the_backbone_loss_only():
+    X, votes, y = _images(120, seed=2)
+    kw = dict(module=FastCNN, module_kwargs=TINY, max_epochs=2, batch_size=32, lr=0.05, optimizer="sgd", random_state=0,
+              budget=NoiseBudgetTransformer(classes=np.arange(3), mapping="flat", radius=0.1))
+    plain = CNATClassifier(**kw).fit(X, votes)
+    smooth = CNATClassifier(label_smoothing=0.3, **kw).fit(X, votes)
+    pi = plain.budget_.pi
+    t = smooth._targets(smooth.budget_).numpy()
+    np.testing.assert_allclose(t[:, :3], 0.7 * pi + 0.1, rtol=1e-6)
+    np.testing.assert_allclose(t[:, 3], plain.budget_.r, rtol=1e-6)  # radii unchanged
+    assert np.allclose(t[:, :3].sum(1), 1.0)
+    # the network saw different targets; the head reads the unsmoothed pi of its own features
+    assert not np.allclose(plain.net_.history[-1, "train_loss"], smooth.net_.history[-1, "train_loss"])
+    np.testing.assert_array_equal(smooth.budget_.pi, pi)
+    from sklearn_cnat.certificates._ridge import _ridge_fit
+
+    coef, intercept = _ridge_fit(smooth.train_features_, smooth.budget_.pi, smooth.alpha_)
+    np.testing.assert_allclose(smooth.coef_, coef, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.1", np.nan])
+def test_label_smoothing_out_of_range_is_refused(bad):
+    with pytest.raises(CNATValueError, match="label_smoothing must be a number in \\[0, 1\\)"):
+        CNATClassifier(label_smoothing=bad).fit(np.zeros((4, 2)), [0, 1, 0, 1])
