@@ -173,3 +173,19 @@ def test_cli_docs_show_the_current_help():
         assert block.strip() == run.format_help().strip()
     finally:
         del os.environ["COLUMNS"]
+
+
+def test_feature_split_gives_whole_model_certificates_for_the_head_rows(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    names, votes = _image_folder(tmp_path)
+    long = tmp_path / "long.csv"
+    long.write_text("image,annotator,label\n" + "".join(
+        f"{n},{w},{CLASSES[c]}\n" for n, vs in zip(names, votes) for w, c in vs))
+    rows, _ = _run_csv(tmp_path, long, "split", "--feature-split", "0.5", "--backbone", "small_cnn")
+    assert rows["cnat-ridge"]["scope"] == "model" and rows["cnat"]["scope"] == "-"
+    for bad in ("0", "1", "1.5"):
+        assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(long), "--feature-split", bad,
+                     "--output", str(tmp_path / "bad")]) == EXIT_USAGE
+        assert "--feature-split must be a fraction in (0, 1)" in capsys.readouterr().err
+    assert main(["run", "--feature-split", "0.5", "--output", str(tmp_path / "bad")]) == EXIT_USAGE
+    assert "--feature-split needs image data" in capsys.readouterr().err
