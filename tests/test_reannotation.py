@@ -291,3 +291,59 @@ def test_cli_accepts_reference():
     assert args.reference == "reannotation"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--reference", "fresh"])
+
+
+# --------------------------------------------------------------------------- the benchmark's functions
+
+
+@pytest.fixture(scope="module")
+def bench():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reannotation_cifar10n.py"
+    spec = importlib.util.spec_from_file_location("reannotation_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lemma6_tail_is_a_sharper_valid_bound(bench):
+    """Never above Hoeffding's exp(-M^2 / (4 sigma^2)); above the Monte-Carlo tail of D (one vote per item)."""
+    rng = np.random.RandomState(11)
+    n = 5
+    H = np.abs(rng.randn(3, n)) * np.array([[1.0], [0.2], [3.0]])
+    H[:, 0] *= 6  # one dominant item: where Lemma 6 is sharper
+    M = np.abs(H).sum(axis=1) * np.array([0.6, 1.2, 1.8])  # D <= 2 sum |h_i|
+    tail = bench.lemma6_tail(H, M, np.ones(n))
+    hoeff = np.exp(-M**2 / (4 * (H * H).sum(axis=1)))
+    assert np.all(tail <= hoeff * (1 + 1e-12))
+    assert np.any(tail < 0.9 * hoeff)
+    # worst legal law for each term: g = +-1 with probability 1/2 (two-point, symmetric)
+    draws = 200_000
+    g = rng.choice([-1.0, 1.0], size=(draws, n)) - rng.choice([-1.0, 1.0], size=(draws, n))
+    for i in range(len(M)):
+        mc = np.mean(g @ H[i] >= M[i])
+        assert mc <= tail[i] + 4 * math.sqrt(max(tail[i], 1e-4) / draws)
+
+
+def test_benchmark_rows_on_synthetic_annotations(bench, tmp_path):
+    rng = np.random.RandomState(0)
+    n, d, K = 600, 4, 3
+    y = rng.randint(0, K, n)
+    F = rng.randn(n, d) + 3.0 * np.eye(K, d)[y]
+    ann = {f"random{k}": np.where(rng.rand(n) < 0.85, y, rng.randint(0, K, n)) for k in (1, 2, 3)}
+    yt = rng.randint(0, K, 80)
+    Ft = rng.randn(80, d) + 3.0 * np.eye(K, d)[yt]
+    rows = bench.reannotation_rows(F, Ft, ann, yt, n_classes=K, lemma6_points=20, alpha_grid=[1.0, 10.0])
+    assert len(rows) == 6
+    for r in rows:
+        assert r["coverage_reannotation"] <= r["coverage_expected"]
+        assert r["changed_certified"] <= r["n_certified"]
+        assert r["coverage_reannotation_lemma6"] >= r["coverage_reannotation_subset"] - 1e-12
+    two = bench.two_vote_rows(F, Ft, ann, n_classes=K, alpha_grid=[1.0])
+    assert len(two) == 3 and all(t["coverage_reannotation"] <= t["coverage_expected"] for t in two)
+    bench.write_markdown(tmp_path / "t.md", rows, dict(data="synthetic", features="Gaussian", n_train=n, n_test=80,
+                                                       lemma6_points=20, machine="x", seconds=0.0), "cmd", two)
+    text = (tmp_path / "t.md").read_text()
+    assert "| random1 | random2 |" in text and "Two annotations" in text
