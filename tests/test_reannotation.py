@@ -347,3 +347,22 @@ def test_benchmark_rows_on_synthetic_annotations(bench, tmp_path):
                                                        lemma6_points=20, machine="x", seconds=0.0), "cmd", two)
     text = (tmp_path / "t.md").read_text()
     assert "| random1 | random2 |" in text and "Two annotations" in text
+
+
+def test_docs_decomposition_table():
+    """The thresholds quoted in docs/certificates.md, 3.1 ("Which decomposition")."""
+    from pathlib import Path
+
+    K, delta = 10, 0.05
+    bounds = {
+        "Theorem 4 (bounds": lambda t: (K - 1) * math.exp(-t * t / 2),
+        "**difference": lambda t: (K - 1) * (math.exp(-t * t / 2) + math.exp(-t * t / 4)),
+        "every ordered pair": lambda t: K * (K - 1) * math.exp(-t * t / 4),
+        "triangle via": lambda t: (K - 1) * (math.exp(-t * t / 2) + 2 * math.exp(-t * t / 8)),
+    }
+    text = (Path(__file__).resolve().parents[1] / "docs" / "certificates.md").read_text()
+    section = text.split("*Which decomposition.*")[1].split("### 3.2")[0]
+    for start, bound in bounds.items():
+        t = scipy.optimize.brentq(lambda s: bound(s) - delta, 0.1, 50.0)
+        row = next(line for line in section.splitlines() if line.startswith(f"| {start}"))
+        assert row.rstrip(" |*").endswith(f"{t:.2f}"), (row, t)

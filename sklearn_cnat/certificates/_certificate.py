@@ -74,7 +74,7 @@ class Certificate:
     Parameters
     ----------
     tier : {"bounded", "flip", "stochastic"}
-        Which statement is certified (Theorem 1, 3 or 4 of docs/certificates.md).
+        Which statement is certified (Theorem 1, 3, or 4 and 5 of docs/certificates.md).
     scope : {"model", "head"}
         ``"model"``: the feature map does not depend on the training labels, so the
         statement covers the whole model; ``"head"``: the head only, features fixed.

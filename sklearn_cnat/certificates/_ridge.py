@@ -1,4 +1,4 @@
-"""Exact certificates for the ridge head (docs/certificates.md, Theorems 1-4).
+"""Exact certificates for the ridge head (docs/certificates.md, Theorems 1-5).
 
 The ridge head's scores are linear in the training label matrix (Lemma 0, (C1)):
 ``s_k(x) = sum_i h_i(x) Q_ik``. Every tier reduces to sums over training rows of
@@ -1236,7 +1236,7 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
     (equation (C0) of docs/certificates.md); statements and proofs of the three tiers are
-    Theorems 1-4 there, the floating-point allowance is section 5. Every point's
+    Theorems 1-5 there, the floating-point allowance is section 5. Every point's
     certificate depends on that point alone, not on the other points certified with it
     (Proposition 6).
 
