@@ -983,7 +983,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ certificates
 
-    def certify(self, X, tier="stochastic", m=None, delta=0.05):
+    def certify(self, X, tier="stochastic", m=None, delta=0.05, reference=None):
         """Certify the predictions on ``X`` against changes of the training labels.
 
         Engines: ``head="ridge"``, exact, all tiers (docs/certificates.md);
@@ -1003,12 +1003,20 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             Number of flipped training labels for tier "flip".
         delta : float, default=0.05
             Failure probability for tier "stochastic".
+        reference : {"expected", "reannotation"} or None, default=None
+            Tier "stochastic" (``head="ridge"``): compare with the learner trained on the
+            expected nominal (``"expected"``, what ``None`` means; Theorem 4) or refitted on
+            a fresh re-annotation by the same annotators (``"reannotation"``; Theorem 5 of
+            docs/certificates.md). Must be None for the other tiers.
 
         Returns
         -------
         Certificate
         """
         self._check_fitted()
+        if reference is not None and tier != "stochastic":
+            raise CertificationError(f"reference is only used by tier='stochastic' (what a fresh draw of the "
+                                     f"votes is compared with), got reference={reference!r} with tier={tier!r}")
         if self.head == "softmax":
             raise CertificationError(
                 "CNATClassifier(head='softmax') has no sound certificate engine: a network head trained "
@@ -1027,7 +1035,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.head == "ridge":
             from .certificates import certify_ridge
 
-            cert = certify_ridge(self.train_features_, head_budget, features, **common)
+            cert = certify_ridge(self.train_features_, head_budget, features, reference=reference, **common)
         else:
             from .certificates._softmax import certify_softmax_head
 

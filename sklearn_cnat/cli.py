@@ -232,7 +232,8 @@ def _evaluate(name, clf, X_test, y_test, args, fit_seconds):
     }
     certs = {}
     t0 = time.perf_counter()
-    for tier, kw in (("stochastic", {"delta": args.delta}), ("bounded", {}), ("flip", {"m": 1})):
+    for tier, kw in (("stochastic", {"delta": args.delta, "reference": args.reference}), ("bounded", {}),
+                     ("flip", {"m": 1})):
         try:
             certs[tier] = clf.certify(X_test, tier=tier, **kw)
         except CertificationError:
@@ -338,7 +339,7 @@ def _run(args):
     steps.update(1)
     steps.close()
     print(f"cnat run on {data['name']}: {len(X_train)} training / {len(X_test)} test examples, "
-          f"geometry={args.geometry}, mapping={args.mapping}, delta={args.delta}")
+          f"geometry={args.geometry}, mapping={args.mapping}, delta={args.delta}, reference={args.reference}")
     print(table)
     print(f"wrote {out / 'results.md'}, results.csv, coverage.png, reliability.png, relabel_priority.csv")
     return EXIT_OK
@@ -383,6 +384,10 @@ def build_parser():
     model.add_argument("--geometry", default="l1", choices=["l1", "kl", "kl_l1"])
     model.add_argument("--alpha", type=float, default=10.0, help="ridge regularisation of the certified head")
     model.add_argument("--delta", type=float, default=0.05, help="failure probability of tier stochastic")
+    model.add_argument("--reference", default="expected", choices=["expected", "reannotation"],
+                       help="what tier stochastic compares with: the learner on the expected labels, or one "
+                            "refitted on a fresh re-annotation by the same annotators (docs/certificates.md, "
+                            "Theorems 4 and 5)")
     model.add_argument("--calibration", default="noise_corrected", choices=["loo", "noise_corrected"],
                        help="temperature of the certified ridge head's probabilities (docs/concepts.md)")
     model.add_argument("--epochs", type=int, default=20, help="training epochs of the networks")

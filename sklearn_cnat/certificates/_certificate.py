@@ -74,7 +74,7 @@ class Certificate:
     Parameters
     ----------
     tier : {"bounded", "flip", "stochastic"}
-        Which statement is certified (Theorem 1, 3 or 4 of docs/certificates.md).
+        Which statement is certified (Theorem 1, 3, or 4 and 5 of docs/certificates.md).
     scope : {"model", "head"}
         ``"model"``: the feature map does not depend on the training labels, so the
         statement covers the whole model; ``"head"``: the head only, features fixed.
@@ -101,6 +101,10 @@ class Certificate:
         Tier "stochastic": certified for every ``delta > delta_min`` (rounded up).
     m : int or None
         Tier "flip": number of changed rows certified against.
+    reference : {"expected", "reannotation"} or None
+        Tier "stochastic": what the prediction is compared with, the learner trained on
+        the expected nominal (Theorem 4) or on a fresh re-annotation (Theorem 5);
+        ``None`` for the other tiers (and, for tier "stochastic", read as ``"expected"``).
     classes : array-like of shape (n_classes,) or None, default=None
         Class labels in column order; used to read vote matrices in
         :meth:`certified_accuracy`. ``None`` means ``arange(n_classes)``.
@@ -137,6 +141,7 @@ coverage=0.500, covers='all training rows'; per point: .to_frame())
     delta: float = None
     delta_min: np.ndarray = None
     m: int = None
+    reference: str = None
     classes: np.ndarray = field(default=None, repr=False)
     covers: np.ndarray = field(default=None, repr=False)
 
@@ -171,6 +176,14 @@ coverage=0.500, covers='all training rows'; per point: .to_frame())
             if not 0.0 < delta < 1.0:
                 raise CertificationError(f"Certificate.delta must be in (0, 1), got {self.delta}")
             set_(self, "delta", delta)
+        if self.reference is not None:
+            if self.tier != "stochastic":
+                raise CertificationError(f"Certificate.reference is only for tier 'stochastic', got tier {self.tier!r}")
+            if self.reference not in ("expected", "reannotation"):
+                raise CertificationError(f"Certificate.reference must be 'expected' or 'reannotation', got "
+                                         f"{self.reference!r}")
+        elif self.tier == "stochastic":
+            set_(self, "reference", "expected")
         if self.m is not None:
             if isinstance(self.m, bool) or not float(self.m).is_integer() or self.m < 0:
                 raise CertificationError(f"Certificate.m must be a non-negative integer, got {self.m!r}")
@@ -194,7 +207,7 @@ coverage=0.500, covers='all training rows'; per point: .to_frame())
 
     def __repr__(self):
         n = len(self)
-        extra = {"stochastic": f", delta={self.delta!r}", "flip": f", m={self.m!r}"}.get(self.tier, "")
+        extra = {"stochastic": f", delta={self.delta!r}, reference={self.reference!r}", "flip": f", m={self.m!r}"}.get(self.tier, "")
         if self.covers is None:
             covers = "all training rows"
         else:

@@ -1,4 +1,4 @@
-"""Exact certificates for the ridge head (docs/certificates.md, Theorems 1-4).
+"""Exact certificates for the ridge head (docs/certificates.md, Theorems 1-5).
 
 The ridge head's scores are linear in the training label matrix (Lemma 0, (C1)):
 ``s_k(x) = sum_i h_i(x) Q_ik``. Every tier reduces to sums over training rows of
@@ -41,6 +41,7 @@ _SAFETY = 2.0  # the allowance is twice the proven bound (section 5)
 _TIERS = ("bounded", "flip", "stochastic")
 _GEOMETRIES = ("l1", "kl", "kl_l1")
 _SCOPES = ("model", "head")
+_REFERENCES = ("expected", "reannotation")
 _SIMPLEX_ATOL = 1e-6
 _MODE_ATOL = 1e-9
 _CHUNK_ELEMENTS = 2**24  # float64 elements per working tensor (128 MiB)
@@ -1070,11 +1071,63 @@ def _stochastic_mode(pi, counts):
         "(docs/certificates.md, Theorem 4); this budget's pi is neither")
 
 
-def _stochastic(system, F_test, pi, counts, delta, pred):
-    """Theorem 4: ``(worst margin, delta_min, tau, kind)`` for every test point.
+def _threshold_factor(n_classes, delta, reference):
+    """``L`` with threshold ``t(delta) = sqrt(2 sigma^2 L)``, rounded up.
 
-    Computed point by point in a fixed order (numpy, elementwise; section 5, (C22)): every
-    value depends on that point alone.
+    ``reference="expected"``: ``L = log((K - 1) / delta)`` (C12). ``"reannotation"``:
+    ``L = 2 log(1 / z)``, ``z`` the positive root of ``z^2 + z = delta / (K - 1)`` (C23),
+    computed in the cancellation-free form ``2 r / (1 + sqrt(1 + 4 r))`` and rounded down
+    (``L`` up) by more than the few roundings involved.
+
+    Parameters
+    ----------
+    n_classes : int
+    delta : float in (0, 1)
+    reference : {"expected", "reannotation"}
+
+    Returns
+    -------
+    float
+    """
+    if reference == "expected":
+        return math.log((n_classes - 1) / delta)
+    r = delta / (n_classes - 1)
+    z = 2.0 * r / (1.0 + math.sqrt(1.0 + 4.0 * r)) * (1.0 - 16.0 * _EPS)
+    return 2.0 * -math.log(z) * (1.0 + 4.0 * _EPS)
+
+
+def _delta_min(gap, sigma, n_classes, reference):
+    """Smallest ``delta`` certified at nominal margin ``gap > 0``, rounded up (elementwise).
+
+    ``(K - 1) exp(-gap^2 / (2 sigma^2))`` (Theorem 4) or
+    ``(K - 1) [exp(-gap^2 / (2 sigma^2)) + exp(-gap^2 / (4 sigma^2))]`` (Theorem 5, (C23)).
+
+    Parameters
+    ----------
+    gap : ndarray of shape (n_points,)
+    sigma : ndarray of shape (n_points,)
+    n_classes : int
+    reference : {"expected", "reannotation"}
+
+    Returns
+    -------
+    ndarray of shape (n_points,), not capped at 1
+    """
+    s2 = 2.0 * sigma**2 * (1 + 8 * _EPS) ** 2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tail = np.exp(-gap**2 / s2)
+        if reference == "reannotation":
+            tail = tail + np.exp(-gap**2 / (2.0 * s2))
+    return (n_classes - 1) * tail * (1 + 16 * _EPS)
+
+
+def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected"):
+    """Theorem 4 (``reference="expected"``) or 5 (``"reannotation"``): ``(worst margin,
+    delta_min, tau, kind)`` for every test point.
+
+    The two statements share ``sigma`` (C12) and the margins; only the threshold (C12) or
+    (C23) differs. Computed point by point in a fixed order (numpy, elementwise; section 5,
+    (C22)): every value depends on that point alone.
     """
     kind, weight, eps, deviation = _stochastic_mode(pi, counts)
     n, K = pi.shape
@@ -1094,7 +1147,7 @@ def _stochastic(system, F_test, pi, counts, delta, pred):
               + 2 * n * (d + 1) * _ETA) * _UP
     T = F_test.shape[0]
     worst, delta_min, tau_all = np.empty(T), np.empty(T), np.empty(T)
-    log_ratio = math.log((K - 1) / delta)
+    log_ratio = _threshold_factor(K, delta, reference)
     gd = 1 + 2 * _gamma(d + 1)
     step = max(1, _POINT_BLOCK // max(d + K + 1, 1))
     for start in range(0, T, step):
@@ -1134,9 +1187,7 @@ def _stochastic(system, F_test, pi, counts, delta, pred):
         tau = (_SAFETY * ((1 + 1e-6) * e_model + err_M + 4.0 * deviation * s_up) + 2 * _EPS * (np.abs(M) + thresh))
         tau = tau * _UP
         gap = np.maximum(M - tau, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            dm = np.where(M > tau, (K - 1) * np.exp(-gap**2 / (2.0 * sigma**2 * (1 + 8 * _EPS) ** 2))
-                          * (1 + 16 * _EPS), 1.0)
+        dm = np.where(M > tau, _delta_min(gap, sigma, K, reference), 1.0)
         dm = np.where(np.isnan(dm), 1.0, dm)
         if np.isnan(w).any() or np.isnan(tau).any():
             raise CertificationError("NaN in the stochastic tier's margin or allowance (features or alpha out "
@@ -1179,12 +1230,13 @@ def _distinct(classes):
 
 
 def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry="l1", m=None, delta=0.05,
-                  scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1):
+                  scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1,
+                  reference=None):
     """Certify the ridge head's predictions against changes of the training labels.
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
     (equation (C0) of docs/certificates.md); statements and proofs of the three tiers are
-    Theorems 1-4 there, the floating-point allowance is section 5. Every point's
+    Theorems 1-5 there, the floating-point allowance is section 5. Every point's
     certificate depends on that point alone, not on the other points certified with it
     (Proposition 6).
 
@@ -1208,6 +1260,13 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         for the other tiers.
     delta : float in (0, 1), default=0.05
         Tier "stochastic": failure probability.
+    reference : {"expected", "reannotation"} or None, default=None
+        Tier "stochastic": what the prediction is compared with. ``"expected"`` (what
+        ``None`` means there): the learner trained on the expected nominal ``Pi*``,
+        ``P[certified and pred(Pi) != pred(Pi*)] <= delta`` (Theorem 4). ``"reannotation"``:
+        the learner refitted on a fresh, independent re-annotation ``Pi'`` by the same
+        annotators (same vote counts), ``P[certified and pred(Pi') != pred(Pi)] <= delta``
+        jointly over both draws (Theorem 5). Must be None for the other tiers.
     scope : {"model", "head"}, default="model"
         Recorded in the certificate: whether the features depend on these labels.
     classes : array-like of shape (K,) or None
@@ -1250,6 +1309,13 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         if not isinstance(delta, numbers.Real) or not 0.0 < float(delta) < 1.0:
             raise CertificationError(f"delta must lie in (0, 1), got {delta!r}")
         delta = float(delta)
+        reference = "expected" if reference is None else reference
+        if not isinstance(reference, str) or reference not in _REFERENCES:
+            raise CertificationError(f"unknown reference {reference!r} for tier='stochastic'; expected one of "
+                                     f"{_REFERENCES} (docs/certificates.md, Theorems 4 and 5)")
+    elif reference is not None:
+        raise CertificationError(f"reference is only used by tier='stochastic' (what a fresh draw of the votes "
+                                 f"is compared with), got reference={reference!r} with tier={tier!r}")
     if not isinstance(radius_rtol, numbers.Real) or not radius_rtol > 0:
         raise CertificationError(f"radius_rtol must be > 0, got {radius_rtol!r}")
     if chunk_size is not None and (not isinstance(chunk_size, numbers.Integral) or chunk_size < 1):
@@ -1320,9 +1386,10 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     common = dict(scope=scope, prediction=prediction, margin=margin, classes=classes)
 
     if tier == "stochastic":
-        worst, delta_min, tau, kind = _stochastic(system, F_test, pi, counts, delta, pred_np)
-        return Certificate(tier=tier, engine=f"ridge-hoeffding-{kind}", certified=worst > tau,
-                           worst_case_margin=worst, delta=delta, delta_min=delta_min, **common)
+        worst, delta_min, tau, kind = _stochastic(system, F_test, pi, counts, delta, pred_np, reference)
+        engine = f"ridge-hoeffding-{kind}" if reference == "expected" else f"ridge-hoeffding-reannotation-{kind}"
+        return Certificate(tier=tier, engine=engine, certified=worst > tau, worst_case_margin=worst, delta=delta,
+                           delta_min=delta_min, reference=reference, **common)
 
     Pi = torch.as_tensor(pi, device=dev)
     step = chunk_size or max(1, 4 * _CHUNK_ELEMENTS // (2 * n))  # [h^+, h^-] of 512 MiB per chunk

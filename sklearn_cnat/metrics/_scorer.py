@@ -176,23 +176,25 @@ class _VoteScorer(_BaseCNATScorer):
 class _CertificateScorer(_BaseCNATScorer):
     """Score ``estimator.certify(X, tier, m, delta)``; see :func:`make_cnr_scorer`."""
 
-    def __init__(self, metric, *, tier, delta, m, name=None):
+    def __init__(self, metric, *, tier, delta, m, reference=None, name=None):
         self._metric = metric
         self._tier = tier
         self._delta = delta
         self._m = m
+        self._reference = reference
         self._sign = 1
         self._name = name or ("cnr_coverage" if metric == "coverage" else "certified_accuracy")
         self._repr = (
             f"make_cnr_scorer(metric={metric!r}, tier={tier!r}, delta={delta!r}, "
-            f"m={m!r})"
+            f"m={m!r}" + ("" if reference is None else f", reference={reference!r}") + ")"
         )
 
     def __call__(self, estimator, X, y_true=None, sample_weight=None):
         """Certify ``X`` and return the coverage or certified accuracy."""
         _check_certifies(estimator, self._name)
+        extra = {} if self._reference is None else {"reference": self._reference}
         certificate = estimator.certify(
-            X, tier=self._tier, m=self._m, delta=self._delta
+            X, tier=self._tier, m=self._m, delta=self._delta, **extra
         )
         if self._metric == "coverage":
             return cnr_coverage_score(certificate, sample_weight=sample_weight)
@@ -210,13 +212,15 @@ class _CertificateScorer(_BaseCNATScorer):
         "tier": [str],
         "delta": [Interval(Real, 0, 1, closed="neither"), None],
         "m": [Interval(Integral, 1, None, closed="left"), None],
+        "reference": [StrOptions({"expected", "reannotation"}), None],
     },
     prefer_skip_nested_validation=True,
 )
-def make_cnr_scorer(metric="coverage", *, tier="bounded", delta=0.05, m=None):
+def make_cnr_scorer(metric="coverage", *, tier="bounded", delta=0.05, m=None, reference=None):
     """Make a scorer from CNR certificates.
 
-    The scorer calls ``estimator.certify(X, tier=tier, m=m, delta=delta)`` and
+    The scorer calls ``estimator.certify(X, tier=tier, m=m, delta=delta)`` (and
+    ``reference=reference`` when given) and
     returns :func:`cnr_coverage_score` or :func:`certified_accuracy_score`
     (against the plurality vote of the test fold's ``y``). An estimator without
     ``certify`` raises a ``TypeError`` naming it; the scorer never makes up a
@@ -235,6 +239,9 @@ def make_cnr_scorer(metric="coverage", *, tier="bounded", delta=0.05, m=None):
     m : int or None, default=None
         Number of changed training rows of tier "flip" (required there), passed to
         ``certify``.
+    reference : {"expected", "reannotation"} or None, default=None
+        Tier "stochastic": passed to ``certify`` when given (Theorems 4 and 5 of
+        ``docs/certificates.md``); ``None`` passes nothing (the estimator's default).
 
     Returns
     -------
@@ -248,7 +255,7 @@ def make_cnr_scorer(metric="coverage", *, tier="bounded", delta=0.05, m=None):
     >>> make_cnr_scorer("certified_accuracy", delta=0.01)
     make_cnr_scorer(metric='certified_accuracy', tier='bounded', delta=0.01, m=None)
     """
-    return _CertificateScorer(metric, tier=tier, delta=delta, m=m)
+    return _CertificateScorer(metric, tier=tier, delta=delta, m=m, reference=reference)
 
 
 _SCORERS = {
@@ -285,6 +292,8 @@ _SCORERS = {
 for _metric, _prefix in (("coverage", "cnr_coverage"), ("certified_accuracy", "certified_accuracy")):
     _SCORERS[f"{_prefix}_bounded"] = make_cnr_scorer(_metric, tier="bounded")
     _SCORERS[f"{_prefix}_stochastic"] = make_cnr_scorer(_metric, tier="stochastic", delta=0.05)
+    _SCORERS[f"{_prefix}_reannotation"] = make_cnr_scorer(_metric, tier="stochastic", delta=0.05,
+                                                          reference="reannotation")
     for _m in (1, 10, 100):
         _SCORERS[f"{_prefix}_flip_{_m}"] = make_cnr_scorer(_metric, tier="flip", m=_m)
 for _key, _scorer in _SCORERS.items():
