@@ -2,8 +2,9 @@
 
 CIFAR-10N gives three human annotations of every training image (``random1..3``). For each
 ordered pair (certifying annotation ``k``, held-out annotation ``j``), on the split-mode
-features of ``benchmarks/cifar10n.py`` (a ConvNet7 trained on half A with the aggre labels,
-frozen; features of half B, whose labels are certified; scope "model" for half B):
+features of ``benchmarks/cifar10n.py`` (its extractor ``CNATClassifier(module=FastCNN,
+feature_split=0.5)`` trained on half A with the aggre labels, frozen; features of half B,
+whose labels are certified; scope "model" for half B):
 
 1. fit the ridge head on annotation ``k`` (one vote per image; ``alpha`` chosen by exact
    leave-one-out on annotation ``k``, as ``CNATClassifier(alpha=[...])`` does) and certify
@@ -324,9 +325,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     t0 = time.time()
     data = peers.load_real(args.data)
-    cfg = dict(quick=False, seed=args.seed, cache=args.cache, test_idx=np.arange(len(data["y_test"])))
+    cfg = dict(quick=False, seed=args.seed, cache=args.cache, test_idx=np.arange(len(data["y_test"])), split_epochs=None)
     meta = {}
-    F_tr, F_te, rows_b = peers.features_split_convnet7(data, cfg, meta)
+    F_tr, F_te, rows_b = peers.features_split_extractor(data, cfg, meta)
     annotations = {k: data["labels"][k][rows_b] for k in ANNOTATIONS}
     log(f"features {F_tr.shape} / {F_te.shape} ({meta['split']['backbone']}, cached {meta['split']['cached']})")
     rows = reannotation_rows(F_tr, F_te, annotations, data["y_test"], delta=args.delta,
