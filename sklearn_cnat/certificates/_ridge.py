@@ -208,8 +208,9 @@ def _normalised_weights(w, alpha):
     (docs/certificates.md, section 9); a power of two is exact unless something underflows.
     """
     w = np.asarray(w, dtype=np.float64)
-    mean = math.fsum(w.tolist()) / w.shape[0]
-    j = -math.frexp(mean)[1]
+    e = math.frexp(float(w.max()))[1]  # 2^-e w < 1: the sum below cannot overflow
+    mean = math.fsum(np.ldexp(w, -e).tolist()) / w.shape[0]
+    j = -e - math.frexp(mean)[1]
     if j == 0:
         return w, alpha
     ws, a = np.ldexp(w, j), float(np.ldexp(alpha, j))
@@ -243,10 +244,16 @@ class _RidgeSystem:
         w = None
         if sample_weight is not None:
             w, alpha = _normalised_weights(sample_weight, alpha)
-            self.s_hat = math.fsum(w.tolist())  # correctly rounded: |s_hat - S| <= u S
+            try:
+                self.s_hat = math.fsum(w.tolist())  # correctly rounded: |s_hat - S| <= u S
+            except OverflowError:
+                self.s_hat = math.inf
+            if not 0.0 < self.s_hat < math.inf:
+                raise CertificationError("sample_weight cannot be brought into the float64 range by a power of "
+                                         "two (its sum overflows or its entries underflow); rescale the weights")
         self.w = w
         self.mass = n if w is None else self.s_hat * (1 + 2 * _EPS) * _UP  # >= S (n unweighted)
-        self.rh_extra = 0 if w is None else 2
+        self.rh_extra = 0 if w is None else 3  # E_rh: gamma_{d+1} -> gamma_{d+4} (section 9, (ii))
         keep = ~np.all(F == F[:1], axis=0) if n else np.zeros(d_all, dtype=bool)
         self.keep = np.flatnonzero(keep)
         Fk = F[:, self.keep]
