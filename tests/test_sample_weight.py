@@ -480,3 +480,32 @@ def test_heads_that_cannot_honour_weights_refuse_them():
         CNATClassifier(calibration="noise_corrected").fit(F, counts, sample_weight=w)
     # the unweighted fit of those heads still works
     CNATClassifier(head="robust_softmax").fit(F, counts)
+
+
+@pytest.mark.parametrize("loss", ["ce", "gce", "elr"])
+def test_baseline_losses_are_weighted(loss):
+    from sklearn_cnat.baselines import BaselineClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    w = rng.uniform(0, 2, 80)
+    kw = dict(loss=loss, max_epochs=3, batch_size=16, lr=0.1, optimizer="sgd", random_state=0)
+    clf = BaselineClassifier(**kw).fit(X, y, sample_weight=w)
+    net = clf.net_
+    targets = clf._targets(y, 2, w)
+    assert targets.shape[1] == 4
+    with torch.no_grad():
+        logits = net.module_(torch.as_tensor(X))
+        net.criterion_.eval()  # ELR: no update of its memory in this check
+        got = float(net.get_loss(logits, targets))
+        if loss != "elr":
+            per_row = type(net.criterion_)(**({"q": net.criterion_.q, "reduction": "none"} if loss == "gce" else {}))
+            per_row = per_row(logits, targets[:, :2], index=targets[:, 2], sample_weight=None)
+            if per_row.ndim == 1:
+                expected = float((per_row * torch.as_tensor(w / w.mean(), dtype=torch.float32)).mean())
+                assert got == pytest.approx(expected, rel=1e-6)
+    plain = BaselineClassifier(**kw).fit(X, y)
+    assert not np.allclose(plain.predict_proba(X), clf.predict_proba(X))
+    with pytest.raises(CNATValueError, match="sample_weight"):
+        BaselineClassifier(loss=loss).fit(X, y, sample_weight=-w)
