@@ -509,3 +509,26 @@ def test_baseline_losses_are_weighted(loss):
     assert not np.allclose(plain.predict_proba(X), clf.predict_proba(X))
     with pytest.raises(CNATValueError, match="sample_weight"):
         BaselineClassifier(loss=loss).fit(X, y, sample_weight=-w)
+
+
+def test_partition_aggregation_passes_weights_to_the_parts():
+    from sklearn_cnat.partition import PartitionAggregationClassifier
+
+    F, budget, X = _problem(9, n=120)
+    counts = budget.counts.astype(int)
+    w = np.random.default_rng(9).integers(0, 3, size=120).astype(float)
+    pac = PartitionAggregationClassifier(CNATClassifier(alpha=2.0), n_partitions=3).fit(F, counts, sample_weight=w)
+    for p, est in enumerate(pac.estimators_):
+        rows = np.flatnonzero(pac.partition_ == p)
+        ref = Ridge(alpha=2.0).fit(F[rows], est.budget_.pi, sample_weight=w[rows])
+        np.testing.assert_allclose(est.coef_, ref.coef_.T, atol=1e-10)
+    keep = np.flatnonzero(w > 0)
+    removed = PartitionAggregationClassifier(CNATClassifier(alpha=2.0), n_partitions=3).fit(
+        F[keep], counts[keep], sample_weight=w[keep])
+    np.testing.assert_array_equal(pac.predict(X), removed.predict(X))
+    np.testing.assert_array_equal(pac.certify(X, tier="flip", m=1).certified,
+                                  removed.certify(X, tier="flip", m=1).certified)
+    from sklearn.neighbors import KNeighborsClassifier
+
+    with pytest.raises(CNATValueError, match="does not accept sample_weight"):
+        PartitionAggregationClassifier(KNeighborsClassifier(), n_partitions=2).fit(F, counts, sample_weight=w)
