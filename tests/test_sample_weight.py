@@ -532,3 +532,29 @@ def test_partition_aggregation_passes_weights_to_the_parts():
 
     with pytest.raises(CNATValueError, match="does not accept sample_weight"):
         PartitionAggregationClassifier(KNeighborsClassifier(), n_partitions=2).fit(F, counts, sample_weight=w)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), zeros=st.integers(0, 5), log_spread=st.floats(0.0, 8.0))
+def test_weighted_influence_properties(seed, zeros, log_spread):
+    """(C25): scores are H @ Q, sum_i h_i = 1, a zero weight has h_i = 0 exactly."""
+    rng = np.random.default_rng(seed)
+    F, budget, X = _problem(seed % 30, n=16, d=3, n_test=5)
+    w = 10.0 ** rng.uniform(-log_spread, log_spread, 16)
+    w[rng.choice(16, size=zeros, replace=False)] = 0.0
+    H = next(_ridge._ridge_influence(F, X, 0.5, sample_weight=w))
+    assert np.all(H[:, w == 0] == 0.0)
+    np.testing.assert_allclose(H.sum(axis=1), 1.0, atol=1e-9)
+    coef, intercept = _ridge._ridge_fit(F, budget.pi, 0.5, w)
+    np.testing.assert_allclose(H @ budget.pi, X @ coef + intercept, atol=1e-8)
+
+
+def test_weights_beyond_float64_are_refused_or_rescaled_exactly():
+    F, budget, X = _problem(0, n=12)
+    huge = certify_ridge(F, budget, X, alpha=1e300, tier="bounded", sample_weight=np.full(12, 1e300))
+    plain = certify_ridge(F, budget, X, alpha=1.0, tier="bounded")
+    np.testing.assert_array_equal(huge.certified, plain.certified)  # (t w, t alpha): the same learner
+    w = np.ones(12)
+    w[0] = 2.0**-1074  # a subnormal weight: no exact power-of-two normalisation, used as given
+    cert = certify_ridge(F, budget, X, alpha=1.0, tier="bounded", sample_weight=w)
+    assert cert.certified.shape == (len(X),)
