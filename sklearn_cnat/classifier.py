@@ -297,7 +297,7 @@ class _CNATNet(NeuralNet):
         s = self.budget_scale
         r = (y_true[:, k] * s).clamp(max=2.0)
         rho = y_true[:, k + 1] * s
-        if y_true.shape[1] > k + 2:  # weighted: column k + 2 holds w_i / mean(w), the loss is mean(w_i loss_i) / mean(w)
+        if y_true.shape[1] > k + 2:  # weighted: column k + 2 holds w_i / mean(w); loss mean(w_i loss_i) / mean(w)
             losses = self.criterion_(y_pred, pi, r=r, rho=rho)
             return (losses * y_true[:, k + 2]).mean()
         return self.criterion_(y_pred, pi, r=r, rho=rho)
