@@ -34,25 +34,44 @@ from scipy.special import log_softmax
 __all__ = []
 
 
-def _ridge_loo_scores(F, Q, alpha, coef, intercept):
-    """Exact leave-one-out ridge scores of the training points, shape (n, K)."""
+def _ridge_loo_scores(F, Q, alpha, coef, intercept, sample_weight=None):
+    """Exact leave-one-out ridge scores of the training points, shape (n, K).
+
+    With ``sample_weight`` (weights as frequencies, scikit-learn's convention), one unit of
+    row ``i``'s weight is left out, ``omega_i = min(w_i, 1)``: by Sherman-Morrison
+    ``s_{-i}(f_i) = (s(f_i) - omega_i g_i q_i) / (1 - omega_i g_i)`` with
+    ``g_i = 1/S + fc_i^T A_w^{-1} fc_i`` and the weighted centring (docs/certificates.md,
+    section 9). Integer weights give exactly the leave-one-out scores of repeated rows; a
+    zero-weight row keeps its in-sample score.
+    """
     F = np.asarray(F, dtype=np.float64)
     n = F.shape[0]
-    Fc = F - F.mean(axis=0)
-    A = Fc.T @ Fc
+    if sample_weight is None:
+        Fc = F - F.mean(axis=0)
+        A = Fc.T @ Fc
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        Fc = F - (w @ F) / w.sum()
+        A = (Fc * w[:, None]).T @ Fc
+        A = np.tril(A) + np.tril(A, -1).T
     A[np.diag_indices_from(A)] += alpha
     solved = scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), Fc.T).T  # (n, d)
-    h = 1.0 / n + np.einsum("ij,ij->i", solved, Fc)
+    if sample_weight is None:
+        h = 1.0 / n + np.einsum("ij,ij->i", solved, Fc)
+    else:
+        h = np.minimum(w, 1.0) * (1.0 / w.sum() + np.einsum("ij,ij->i", solved, Fc))
     scores = F @ coef + intercept
     return (scores - h[:, None] * Q) / np.maximum(1.0 - h, 1e-12)[:, None]
 
 
-def _fit_temperature(scores, targets, bounds=(1e-3, 1e3)):
-    """Temperature minimising the mean cross-entropy of ``softmax(scores / T)`` against ``targets``."""
+def _fit_temperature(scores, targets, bounds=(1e-3, 1e3), sample_weight=None):
+    """Temperature minimising the mean cross-entropy of ``softmax(scores / T)`` against ``targets``
+    (weighted mean with ``sample_weight``)."""
     targets = np.asarray(targets, dtype=np.float64)
 
     def nll(log_t):
-        return -float(np.mean(np.sum(targets * log_softmax(scores / np.exp(log_t), axis=1), axis=1)))
+        per_row = np.sum(targets * log_softmax(scores / np.exp(log_t), axis=1), axis=1)
+        return -float(np.average(per_row, weights=sample_weight))
 
     return _minimise_over_log_temperature(nll, bounds)
 

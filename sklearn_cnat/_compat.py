@@ -17,3 +17,6 @@ from sklearn.utils._param_validation import (  # noqa: F401
 # Pipeline._fit(X, y, ...), the hook through which every Pipeline fit method fits the steps
 # before the last (stable since scikit-learn 0.20); a release that renames it breaks there.
 from sklearn.pipeline import _name_estimators  # noqa: F401,E402
+
+# Validation of fit's sample_weight (used by sklearn_cnat.classifier and the baselines).
+from sklearn.utils.validation import _check_sample_weight  # noqa: F401,E402

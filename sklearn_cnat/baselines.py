@@ -41,6 +41,7 @@ from .classifier import (
     _recalibrate_net_batchnorm,
     _resolve_optimizer,
     _softmax,
+    _validate_sample_weight,
 )
 from .exceptions import CNATValueError, NotFittedError
 
@@ -83,11 +84,11 @@ class GCELoss(nn.Module):
         self.q = q
         self.reduction = reduction
 
-    def forward(self, logits, target, index=None):
+    def forward(self, logits, target, index=None, sample_weight=None):
         p = torch.softmax(logits, dim=-1)
         t = _soft_targets(target, logits.shape[-1])
         loss = (t * (1.0 - p.clamp(min=1e-12) ** self.q)).sum(dim=-1) / self.q
-        return _reduce(loss, self.reduction)
+        return _reduce(_weighted(loss, sample_weight), self.reduction)
 
 
 class ELRLoss(nn.Module):
@@ -113,7 +114,8 @@ class ELRLoss(nn.Module):
     -----
     ``forward(logits, target, index)`` needs ``index`` (n,), the positions of
     the batch's examples in the training set; ``BaselineClassifier`` passes them
-    through its dataset.
+    through its dataset. ``sample_weight`` (n,) weights both per-example terms
+    (``mean_i w_i loss_i``; ``BaselineClassifier`` passes ``w_i / mean(w)``).
 
     Examples
     --------
@@ -137,26 +139,32 @@ class ELRLoss(nn.Module):
         self.beta = beta
         self.register_buffer("target_memory", torch.zeros(n_samples, n_classes))
 
-    def forward(self, logits, target, index=None):
+    def forward(self, logits, target, index=None, sample_weight=None):
         if index is None:
             raise CNATValueError("ELRLoss needs the training-set index of every example in the batch")
         index = index.long().to(logits.device)
-        ce = -(_soft_targets(target, logits.shape[-1]) * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+        ce = _weighted(-(_soft_targets(target, logits.shape[-1]) * torch.log_softmax(logits, dim=-1)).sum(dim=-1),
+                       sample_weight).mean()
         p = torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
         if self.training:
             p_d = p.detach()
             self.target_memory[index] = (self.beta * self.target_memory[index]
                                          + (1.0 - self.beta) * p_d / p_d.sum(dim=-1, keepdim=True))
-        reg = torch.log(1.0 - (self.target_memory[index] * p).sum(dim=-1)).mean()
+        reg = _weighted(torch.log(1.0 - (self.target_memory[index] * p).sum(dim=-1)), sample_weight).mean()
         return ce + self.lam * reg
 
 
 class _SoftCrossEntropy(nn.Module):
     """Cross-entropy against soft targets (used for "ce" and "label_smoothing")."""
 
-    def forward(self, logits, target, index=None):
+    def forward(self, logits, target, index=None, sample_weight=None):
         t = _soft_targets(target, logits.shape[-1])
-        return -(t * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+        return _weighted(-(t * torch.log_softmax(logits, dim=-1)).sum(dim=-1), sample_weight).mean()
+
+
+def _weighted(loss, sample_weight):
+    """Per-example losses (n,) times per-example weights (n,) (unchanged when None)."""
+    return loss if sample_weight is None else loss * sample_weight.to(loss.dtype)
 
 
 def _reduce(loss, reduction):
@@ -173,12 +181,14 @@ def _reduce(loss, reduction):
 
 
 class _BaselineNet(NeuralNet):
-    """skorch NeuralNet whose targets are ``[soft target (K), training index]``."""
+    """skorch NeuralNet whose targets are ``[soft target (K), training index]`` and, with
+    weights, ``w_i / mean(w)`` as column K + 1 (the loss is ``mean_i w_i loss_i / mean(w)``)."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         k = y_pred.shape[1]
         y_true = y_true.to(y_pred.device)
-        return self.criterion_(y_pred, y_true[:, :k], index=y_true[:, k])
+        weight = y_true[:, k + 1] if y_true.shape[1] > k + 1 else None
+        return self.criterion_(y_pred, y_true[:, :k], index=y_true[:, k], sample_weight=weight)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -319,14 +329,17 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
                              "criterion__lam": self.elr_lambda, "criterion__beta": self.elr_beta}
         return _SoftCrossEntropy, {}
 
-    def _targets(self, y_idx, k):
+    def _targets(self, y_idx, k, sample_weight=None):
         t = np.eye(k)[y_idx]
         if self.loss == "label_smoothing":
             t = (1.0 - self.smoothing) * t + self.smoothing / k
-        t = np.concatenate([t, np.arange(len(y_idx), dtype=np.float64)[:, None]], axis=1)
+        cols = [t, np.arange(len(y_idx), dtype=np.float64)[:, None]]
+        if sample_weight is not None:
+            cols.append((sample_weight / sample_weight.mean())[:, None])
+        t = np.concatenate(cols, axis=1)
         return torch.as_tensor(t, dtype=torch.float64 if len(y_idx) > 2**24 else torch.float32)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit on inputs ``X`` and labels ``y``.
 
         Parameters
@@ -335,6 +348,9 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
             As in ``CNATClassifier.fit``: features (n, d) or images.
         y : array-like of shape (n_samples,)
             One (noisy) label per example.
+        sample_weight : array-like of shape (n_samples,), float or None, default=None
+            Row weights ``>= 0`` (finite, not all zero): the training loss is
+            ``mean_i w_i loss_i / mean(w)`` per batch (both ELR terms are weighted).
 
         Returns
         -------
@@ -343,10 +359,11 @@ class BaselineClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         opt = _resolve_optimizer(self.optimizer)
         inputs, n = self._prepare_inputs(X, fit=True)
+        sample_weight = _validate_sample_weight(sample_weight, n)
         self.classes_, y_idx = self._encode_labels(y, n)
         k = len(self.classes_)
         seed = self._seed()
-        dataset = _EvidenceDataset(inputs, self._targets(y_idx, k))
+        dataset = _EvidenceDataset(inputs, self._targets(y_idx, k, sample_weight))
         from skorch.callbacks import ProgressBar
         from skorch.dataset import ValidSplit
 

@@ -202,6 +202,23 @@ def _check_label_evidence(y):
     return arr
 
 
+def _validate_sample_weight(sample_weight, n_samples):
+    """``sample_weight`` as float64 (n,) (or None): finite, ``>= 0``, not all zero.
+
+    scikit-learn's ``_check_sample_weight`` (a scalar is broadcast), its ``ValueError`` raised as
+    :class:`~sklearn_cnat.exceptions.CNATValueError` naming the argument.
+    """
+    if sample_weight is None:
+        return None
+    from ._compat import _check_sample_weight
+
+    try:
+        return _check_sample_weight(sample_weight, np.empty((n_samples, 0)), dtype=np.float64,
+                                    ensure_non_negative=True)
+    except ValueError as exc:
+        raise CNATValueError(f"invalid sample_weight for {n_samples} training rows: {exc}") from exc
+
+
 def _alpha_grid(alpha):
     """``alpha`` as a tuple of positive floats (one value, or the candidates of a grid)."""
     values = [alpha] if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) else alpha
@@ -280,6 +297,9 @@ class _CNATNet(NeuralNet):
         s = self.budget_scale
         r = (y_true[:, k] * s).clamp(max=2.0)
         rho = y_true[:, k + 1] * s
+        if y_true.shape[1] > k + 2:  # weighted: column k + 2 holds w_i / mean(w); loss mean(w_i loss_i) / mean(w)
+            losses = self.criterion_(y_pred, pi, r=r, rho=rho)
+            return (losses * y_true[:, k + 2]).mean()
         return self.criterion_(y_pred, pi, r=r, rho=rho)
 
 
@@ -429,6 +449,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     head_rows_ : ndarray of bool of shape (n_samples,)
         Rows the head is fitted on (all rows unless ``feature_split``); the rows whose
         labels the certificates cover (``Certificate.covers``).
+    sample_weight_ : ndarray of shape (n_samples,) or None
+        The validated ``sample_weight`` of ``fit`` (None when not given); the head rows'
+        weights enter the ridge head and its certificates (docs/certificates.md, section 9).
     tta_ : bool
         Whether served outputs use flip test-time augmentation.
     scope_ : {"model", "head"}
@@ -649,13 +672,44 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 "it cannot hold the posterior); set NoiseBudgetTransformer(smoothing=...) > 0 or use geometry='l1'")
         return budget
 
-    def _targets(self, budget):
+    def _targets(self, budget, sample_weight=None):
+        """``[pi, r, rho]`` (n, K + 2) and, with weights, ``w_i / mean(w)`` as column K + 2."""
         rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
         pi = budget.pi
         if self.label_smoothing:
             pi = (1.0 - self.label_smoothing) * pi + self.label_smoothing / pi.shape[1]
-        t = np.concatenate([pi, budget.r[:, None], rho[:, None]], axis=1)
+        cols = [pi, budget.r[:, None], rho[:, None]]
+        if sample_weight is not None:
+            cols.append((sample_weight / sample_weight.mean())[:, None])
+        t = np.concatenate(cols, axis=1)
         return torch.as_tensor(t, dtype=torch.float32)
+
+    def _check_weights_supported(self, sample_weight, backbone_rows, head_rows):
+        """Refuse what cannot honour the weights; never ignore them (docs/certificates.md, section 9)."""
+        if sample_weight is None:
+            return
+        trains_head = self.head in ("ridge", "robust_softmax")
+        if self.head == "robust_softmax":
+            raise CNATValueError(
+                "sample_weight is not supported with head='robust_softmax': its fit and its certificate's "
+                "sensitivity bound (docs/certificates_softmax.md) are for the unweighted objective; use "
+                "head='ridge' (weighted exact certificates) or head='softmax'")
+        if self.head == "ridge" and self.calibration == "noise_corrected":
+            raise CNATValueError(
+                "sample_weight is not supported with calibration='noise_corrected': the noise channel is "
+                "estimated from unweighted votes; use calibration='loo' (weighted leave-one-out temperature)")
+        trains_net = self.module != "linear" and self.max_epochs > 0 and self.train_backbone
+        if trains_net and not sample_weight[backbone_rows].sum() > 0:
+            raise CNATValueError("sample_weight is 0 on every row the network trains on (the backbone rows of "
+                                 "feature_split): the weighted loss would be 0")
+        if trains_head and not sample_weight[head_rows].sum() > 0:
+            raise CNATValueError("sample_weight is 0 on every row the ridge head is fitted on (the head rows of "
+                                 "feature_split): the weighted head is not defined")
+
+    def _head_weights(self):
+        """Weights of the head's training rows, or None."""
+        w = getattr(self, "sample_weight_", None)
+        return None if w is None else w[self.head_rows_]
 
     def _seed(self):
         rs = self.random_state
@@ -706,6 +760,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         net = net_cls(
             module=module,
             criterion=CNATLoss,
+            criterion__reduction="none" if getattr(self, "sample_weight_", None) is not None else "mean",
             criterion__geometry=self.geometry,
             criterion__mode=self.mode,
             criterion__random_state=seed,
@@ -754,8 +809,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit / predict
 
-    def fit(self, X, y=None):
-        """Fit on inputs ``X`` and label evidence ``y``.
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit on inputs ``X`` and label evidence ``y``, optionally with row weights.
 
         Parameters
         ----------
@@ -766,6 +821,15 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         y : array-like or NoiseBudget
             Vote counts (n, K), annotator labels (n, M) with NaN/-1 missing,
             labels (n,), or a precomputed :class:`~sklearn_cnat.budgets.NoiseBudget`.
+        sample_weight : array-like of shape (n,), float or None, default=None
+            Row weights ``>= 0`` (finite, not all zero; a float weights every row alike).
+            The ridge head is ``Ridge(alpha).fit(F, pi, sample_weight=w)`` (weighted
+            centring) and its certificates use the weighted influence
+            (docs/certificates.md, section 9); an ``alpha`` grid uses the weighted
+            leave-one-out; a network's CNAT loss is ``mean(w_i loss_i) / mean(w)``. With
+            ``feature_split`` the backbone rows' weights weight the network's loss and the
+            head rows' weights the head. ``head="robust_softmax"`` and
+            ``calibration="noise_corrected"`` raise ``CNATValueError`` with weights.
 
         Returns
         -------
@@ -773,13 +837,16 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         inputs, n = self._prepare_inputs(X, fit=True)
+        sample_weight = _validate_sample_weight(sample_weight, n)
         budget = self._fit_budget(y, n)
+        seed = self._seed()
+        backbone_rows, head_rows = self._split_rows(n, budget, seed)
+        self._check_weights_supported(sample_weight, backbone_rows, head_rows)
         self.budget_ = budget
+        self.sample_weight_ = sample_weight
         self.classes_ = np.asarray(budget.classes_)
         k = len(self.classes_)
-        seed = self._seed()
         self.scope_ = self._resolve_scope()
-        backbone_rows, head_rows = self._split_rows(n, budget, seed)
         self.head_rows_ = np.zeros(n, dtype=bool)
         self.head_rows_[head_rows] = True
 
@@ -798,7 +865,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         augment_fn = _resolve_augment(self.augment, self._input_kind, shape)
         self.tta_ = _resolve_tta(self.tta, augment_fn, self._input_kind)
         train_inputs = _take(inputs, backbone_rows)
-        dataset = _EvidenceDataset(train_inputs, self._targets(budget[backbone_rows]))
+        backbone_weights = None if sample_weight is None else sample_weight[backbone_rows]
+        dataset = _EvidenceDataset(train_inputs, self._targets(budget[backbone_rows], backbone_weights))
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -857,17 +925,18 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.train_features_ = np.asarray(features, dtype=np.float64)
         head_budget = self._head_budget()
         pi = head_budget.pi
+        w = self._head_weights()
         grid = _alpha_grid(self.alpha)
         if len(grid) == 1:
             self.alpha_, self.alpha_scores_ = grid[0], None
         else:
             from ._alpha import _loo_alpha
 
-            self.alpha_, self.alpha_scores_ = _loo_alpha(self.train_features_, pi, grid)
+            self.alpha_, self.alpha_scores_ = _loo_alpha(self.train_features_, pi, grid, w)
         alpha = self.alpha_
-        self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha)
-        loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_)
-        self.temperature_ = _fit_temperature(loo, pi)
+        self.coef_, self.intercept_ = _ridge_fit(self.train_features_, pi, alpha, w)
+        loo = _ridge_loo_scores(self.train_features_, pi, alpha, self.coef_, self.intercept_, w)
+        self.temperature_ = _fit_temperature(loo, pi, sample_weight=w)
         if self.calibration == "noise_corrected":
             counts = head_budget.counts
             channel = _noise_channel(counts, scipy.special.softmax(loo / self.temperature_, axis=1))
@@ -1035,7 +1104,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.head == "ridge":
             from .certificates import certify_ridge
 
-            cert = certify_ridge(self.train_features_, head_budget, features, reference=reference, **common)
+            cert = certify_ridge(self.train_features_, head_budget, features, reference=reference,
+                                 sample_weight=self._head_weights(), **common)
         else:
             from .certificates._softmax import certify_softmax_head
 

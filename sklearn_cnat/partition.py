@@ -357,7 +357,7 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
             est.set_params(**updates)
         return est
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit one base model per part.
 
         Parameters
@@ -367,6 +367,13 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
             models (a DataFrame stays one).
         y : array-like or NoiseBudget
             Label evidence, as for :class:`~sklearn_cnat.CNATClassifier`.
+        sample_weight : array-like of shape (n_samples,), float or None, default=None
+            Row weights ``>= 0`` (finite, not all zero), passed part by part to the base
+            estimator's ``fit`` (which must accept ``sample_weight``, else
+            ``CNATValueError``). The partition does not read them. A part whose rows all
+            have weight 0 is a constant base model (class 0, as an empty part), and the
+            one-class rule reads the labels of the part's rows of positive weight. The
+            certificates hold with the weights fixed (each row still reaches one part).
 
         Returns
         -------
@@ -390,6 +397,15 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         budget = self._fit_budget(y)
         if len(budget) != len(X_in):
             raise CNATValueError(f"X has {len(X_in)} samples but y has {len(budget)}; they must match")
+        from .classifier import _validate_sample_weight
+
+        sample_weight = _validate_sample_weight(sample_weight, len(X_in))
+        if sample_weight is not None:
+            from sklearn.utils.validation import has_fit_parameter
+
+            if not has_fit_parameter(self._base(), "sample_weight"):
+                raise CNATValueError(f"the base estimator {type(self._base()).__name__} does not accept "
+                                     "sample_weight in fit, so the weights cannot reach the base models")
         self.budget_ = budget
         self.classes_ = np.asarray(budget.classes_)
         digests = _row_digests(X_in, self.hash_seed)
@@ -407,15 +423,17 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
             idx = np.flatnonzero(part == p)
             sub = budget[idx]
             labels = sub.labels
-            if len(idx) == 0 or np.unique(labels).size < 2:
+            seen = labels if sample_weight is None else labels[sample_weight[idx] > 0]
+            if len(seen) == 0 or np.unique(seen).size < 2:
                 # Deterministic rule of the learner: a part with one class (or none) votes for it
-                # (class 0 for an empty part).
-                self.estimators_.append(("constant", int(labels[0]) if len(idx) else 0))
+                # (class 0 for an empty part, or one whose weights are all 0).
+                self.estimators_.append(("constant", int(seen[0]) if len(seen) else 0))
                 continue
             est = self._seeded(base, p)
             self.deterministic_ &= not _declared_nondeterministic(est)
             X_part = X_in.iloc[idx] if hasattr(X_in, "iloc") else X_in[idx]
-            est.fit(X_part, sub if takes_budget else self.classes_[labels])
+            fit_params = {} if sample_weight is None else {"sample_weight": sample_weight[idx]}
+            est.fit(X_part, sub if takes_budget else self.classes_[labels], **fit_params)
             self.estimators_.append(est)
         return self
 

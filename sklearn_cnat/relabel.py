@@ -71,6 +71,11 @@ def _head_budget(estimator):
     return estimator._head_budget() if hasattr(estimator, "_head_budget") else estimator.budget_
 
 
+def _head_weights(estimator):
+    """Row weights of the head's training rows (docs/certificates.md, section 9), or None."""
+    return estimator._head_weights() if hasattr(estimator, "_head_weights") else None
+
+
 def _head_index(estimator, n_head):
     """Training-set positions of the head rows."""
     rows = getattr(estimator, "head_rows_", None)
@@ -87,7 +92,7 @@ def _expected_new_votes(estimator, assume, plural):
     from ._calibration import _ridge_loo_scores
 
     loo = _ridge_loo_scores(estimator.train_features_, _head_budget(estimator).pi, estimator.alpha_,
-                            estimator.coef_, estimator.intercept_)
+                            estimator.coef_, estimator.intercept_, _head_weights(estimator))
     return softmax(loo / estimator.temperature_, axis=1)
 
 
@@ -165,7 +170,8 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, assume="plur
     gained = np.zeros(n_train)
     lost = np.zeros(n_train)
     slack_gain = np.zeros(n_train)
-    for H in _ridge_influence(estimator.train_features_, F_eval, estimator.alpha_, chunk_size=chunk_size):
+    for H in _ridge_influence(estimator.train_features_, F_eval, estimator.alpha_, chunk_size=chunk_size,
+                              sample_weight=_head_weights(estimator)):
         S = H @ pi
         sigma2 = (H**2) @ v
         g, lo, sg = _relabel_effect(H, S, sigma2, delta_pi, delta_v, log_ratio)

@@ -7,9 +7,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_cnat import CNATClassifier
 
-# Every applicable check passes for both heads. fit takes no sample_weight, so
-# scikit-learn skips its sample-weight checks by itself; nothing is marked as an
-# expected failure. Configured instances: the default 10 epochs at lr=1e-3 are too
+# Every applicable check passes for both heads, the sample-weight checks included
+# (fit(X, y, sample_weight=...): integer weights equal repeated rows for the ridge head,
+# its leave-one-out temperature reading weights as frequencies, docs/certificates.md,
+# section 9); nothing is marked as an expected failure. Configured instances: the default 10 epochs at lr=1e-3 are too
 # few for check_classifiers_train's accuracy threshold on its tiny blobs.
 _EXPECTED_FAILED = {}
 

@@ -83,3 +83,19 @@ def test_model_assumption_moves_doubted_labels_towards_the_model():
     assert not np.allclose(gains[0].loc[doubted], gains[1].loc[doubted])
     with pytest.raises(ValueError, match="assume"):
         suggest_relabels(clf, Xe, assume="oracle")
+
+
+def test_gain_reads_the_sample_weights():
+    """With fit(sample_weight=w) the ranking is that of the weighted head (docs/certificates.md, section 9)."""
+    X, votes, Xe = _problem(1)
+    w = np.random.RandomState(1).uniform(0.2, 3.0, len(X))
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
+                                                                                                  sample_weight=w)
+    ranking = suggest_relabels(clf, Xe, k=2)
+    base = certify_ridge(clf.train_features_, clf.budget_, Xe, alpha=5.0, tier="stochastic",
+                         sample_weight=w).certified.sum()
+    for _, row in ranking.head(3).iterrows():
+        i = int(row["index"])
+        new = certify_ridge(clf.train_features_, _with_extra_votes(clf.budget_, i, 2), Xe, alpha=5.0,
+                            tier="stochastic", sample_weight=w).certified.sum()
+        assert (new - base) == row["newly_certified"] - row["lost"]

@@ -78,8 +78,11 @@ def _fit_exponent(F, alpha):
     return k
 
 
-def _ridge_fit(F, Q, alpha):
+def _ridge_fit(F, Q, alpha, sample_weight=None):
     """Ridge head with the semantics of ``Ridge(alpha, fit_intercept=True)`` on ``(F, Q)``.
+
+    With ``sample_weight`` it is ``Ridge(alpha).fit(F, Q, sample_weight=w)``: weighted
+    centring and the weighted normal equations (C30) of docs/certificates.md, section 9.
 
     The system is solved on ``(2^k F, 4^k alpha)`` with ``2^k`` the power of two that brings
     the largest feature into ``[1/2, 1)``, when that rescaling is exact: it is the same
@@ -94,12 +97,14 @@ def _ridge_fit(F, Q, alpha):
     Q : ndarray of shape (n_samples, n_classes)
     alpha : float
         Regularisation, ``> 0``.
+    sample_weight : ndarray of shape (n_samples,) or None, default=None
+        Row weights ``>= 0`` with a positive sum (validated by the caller).
 
     Returns
     -------
     coef : ndarray of shape (n_features, n_classes)
     intercept : ndarray of shape (n_classes,)
-        Scores are ``X @ coef + intercept`` (equation (C0)).
+        Scores are ``X @ coef + intercept`` (equation (C0), weighted: (C30)).
     """
     F = np.asarray(F, dtype=np.float64)
     Q = np.asarray(Q, dtype=np.float64)
@@ -107,12 +112,22 @@ def _ridge_fit(F, Q, alpha):
     k = _fit_exponent(F, alpha)
     if k:
         F, alpha = np.ldexp(F, k), float(np.ldexp(alpha, 2 * k))
-    f_mean = F.mean(axis=0)
-    q_mean = Q.mean(axis=0)
-    Fc = F - f_mean
-    gram = Fc.T @ Fc
+    if sample_weight is None:
+        f_mean = F.mean(axis=0)
+        q_mean = Q.mean(axis=0)
+        Fc = F - f_mean
+        gram = Fc.T @ Fc
+        rhs = Fc.T @ (Q - q_mean)
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        f_mean = (w @ F) / w.sum()
+        q_mean = (w @ Q) / w.sum()
+        Fc = F - f_mean
+        wFc = Fc * w[:, None]
+        gram = wFc.T @ Fc
+        gram = np.tril(gram) + np.tril(gram, -1).T
+        rhs = wFc.T @ (Q - q_mean)
     gram[np.diag_indices_from(gram)] += alpha
-    rhs = Fc.T @ (Q - q_mean)
     coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, lower=True), rhs)
     intercept = q_mean - f_mean @ coef
     if k:
@@ -187,6 +202,25 @@ def _column_exponents(F, alpha):
     return (-e - np.round(log_s / 2.0)).astype(np.int64)
 
 
+def _normalised_weights(w, alpha):
+    """``(2^j w, 2^j alpha)`` with the mean weight in ``[1/2, 1)`` when exact, else ``(w, alpha)``.
+
+    Scaling the weights and ``alpha`` together leaves the learner (C29) unchanged
+    (docs/certificates.md, section 9); a power of two is exact unless something underflows.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    e = math.frexp(float(w.max()))[1]  # 2^-e w < 1: the sum below cannot overflow
+    mean = math.fsum(np.ldexp(w, -e).tolist()) / w.shape[0]
+    j = -e - math.frexp(mean)[1]
+    if j == 0:
+        return w, alpha
+    ws, a = np.ldexp(w, j), float(np.ldexp(alpha, j))
+    if (not np.all(np.isfinite(ws)) or not np.array_equal(np.ldexp(ws, -j), w) or not 0.0 < a < math.inf
+            or float(np.ldexp(a, -j)) != alpha):
+        return w, alpha
+    return ws, a
+
+
 class _RidgeSystem:
     """Training side of the ridge learner and of the rounding allowance (section 5).
 
@@ -196,13 +230,31 @@ class _RidgeSystem:
     Cholesky factor ``L`` of ``B_hat = fl(Fc_hat^T Fc_hat) + diag(lam)`` and the constants of
     Proposition 5: the entrywise bound ``E_B`` of ``|B - B_hat|`` (its norm), a verified
     lower bound ``lam_lo`` of ``lambda_min(B)``, column sums ``c`` of ``|Fc_hat|``, ...
+
+    With ``sample_weight`` the weighted learner (C29)-(C31) and the weighted allowance of
+    docs/certificates.md, section 9 ((C32), (C33)): ``w`` (normalised), ``s_hat = fsum(w)``,
+    ``mass >= S`` takes the place of ``n`` in the sums over rows of ``|h|``, and ``c`` holds
+    the weighted column sums ``|Fc_hat|^T w``.
     """
 
-    def __init__(self, F, alpha, device):
+    def __init__(self, F, alpha, device, sample_weight=None):
         self.device = device
         F = np.asarray(F, dtype=np.float64)
         n, d_all = F.shape
         self.n, self.d_all = n, d_all
+        w = None
+        if sample_weight is not None:
+            w, alpha = _normalised_weights(sample_weight, alpha)
+            try:
+                self.s_hat = math.fsum(w.tolist())  # correctly rounded: |s_hat - S| <= u S
+            except OverflowError:
+                self.s_hat = math.inf
+            if not 0.0 < self.s_hat < math.inf:
+                raise CertificationError("sample_weight cannot be brought into the float64 range by a power of "
+                                         "two (its sum overflows or its entries underflow); rescale the weights")
+        self.w = w
+        self.mass = n if w is None else self.s_hat * (1 + 2 * _EPS) * _UP  # >= S (n unweighted)
+        self.rh_extra = 0 if w is None else 3  # E_rh: gamma_{d+1} -> gamma_{d+4} (section 9, (ii))
         keep = ~np.all(F == F[:1], axis=0) if n else np.zeros(d_all, dtype=bool)
         self.keep = np.flatnonzero(keep)
         Fk = F[:, self.keep]
@@ -228,7 +280,9 @@ class _RidgeSystem:
         small = n * d <= 2**22
         b = max(1, math.isqrt(n))
         self.mlen = 2 if small else b + -(-n // b)
-        if n:
+        if w is not None:
+            fbar, self.delta = self._weighted_centre(Fs, w, small, b)
+        elif n:
             fb0 = Fs.mean(axis=0)
             r0 = Fs - fb0
             if small:  # correctly rounded sums (to 1 ulp where a libm double-rounds)
@@ -243,9 +297,10 @@ class _RidgeSystem:
             del r0
         else:
             fbar = mean_abs = corr = np.zeros(d)
+        if w is None:
+            self.delta = (g1 * np.abs(fbar) + _gamma(self.mlen + 2) * (mean_abs * (1 + 2 * _gamma(n))
+                                                                       + np.abs(corr)) + _ETA) * _UP
         self.fbar = fbar
-        self.delta = (g1 * np.abs(fbar) + _gamma(self.mlen + 2) * (mean_abs * (1 + 2 * _gamma(n)) + np.abs(corr))
-                      + _ETA) * _UP
         fc = Fs - fbar
         self.fc = fc
         self._fcT = None
@@ -254,24 +309,42 @@ class _RidgeSystem:
         b = max(1, math.isqrt(n)) if n * d * d <= 2**30 else max(1024, math.isqrt(n))
         gram = torch.zeros((d, d), dtype=torch.float64)
         fc_cpu = torch.as_tensor(fc)
+        left = fc_cpu if w is None else torch.as_tensor(fc * w[:, None])  # fl(w_i fc_i): (C33)
         for start in range(0, n, b):
             blk = fc_cpu[start:start + b]
-            gram = gram + blk.T @ blk
+            gram = gram + left[start:start + b].T @ blk
         gram = gram.numpy()
+        if w is not None:  # a computed entry for both triangles: B_hat symmetric, each entry bounded by (C33)
+            gram = np.tril(gram) + np.tril(gram, -1).T
         self.glen = min(n, b) + -(-n // b)
+        g_gram = _gamma(self.glen) if w is None else _gamma(self.glen + 1)
         B = gram.copy()
         B[np.diag_indices(d)] += lam
         self.B = B
         absfc = np.abs(fc)
-        c_hat = absfc.sum(axis=0)
-        self.c_up = c_hat * (1 + 2 * _gamma(n)) * _UP  # >= sum_i |fc_hat_ij|
-        self.c_norm = float(np.linalg.norm(self.c_up * (1 + g1) + n * self.delta)) * _UP  # >= ||c(Fc)||_2
+        mass = self.mass
+        if w is None:
+            c_hat = absfc.sum(axis=0)
+            self.c_up = c_hat * (1 + 2 * _gamma(n)) * _UP  # >= sum_i |fc_hat_ij|
+            under = 0.0
+        else:
+            self.c_up = (w @ absfc) * (1 + 2 * _gamma(n + 1)) * _UP + n * _ETA  # >= |Fc_hat|^T w
+            c_max = float(absfc.sum(axis=0).max()) * (1 + 2 * _gamma(n)) * _UP if d else 0.0
+            under = (_ETA * c_max + 2 * n * _ETA) * _UP  # underflow of the products w_i fc_ij in the Gram
+        self.c_norm = float(np.linalg.norm(self.c_up * (1 + g1) + mass * self.delta)) * _UP  # >= ||c'||_2
         absfc_t = torch.as_tensor(absfc)
-        P_up = (absfc_t.T @ absfc_t).numpy() * (1 + 2 * _gamma(n)) + n * _ETA  # >= |Fc_hat|^T |Fc_hat|
+        if w is None:
+            P_up = (absfc_t.T @ absfc_t).numpy() * (1 + 2 * _gamma(n)) + n * _ETA  # >= |Fc_hat|^T |Fc_hat|
+        else:
+            wabs_t = torch.as_tensor(absfc * w[:, None])
+            P_up = (wabs_t.T @ absfc_t).numpy() * (1 + 2 * _gamma(n + 1)) + 2 * n * _ETA  # >= |Fc_hat|^T D |Fc_hat|
+            P_up = np.maximum(P_up, P_up.T)
         self.p_norm = _row_sum_norm(P_up, d)
-        E = ((_gamma(self.glen) + 2 * g1 + g1 * g1) * P_up
+        E = ((g_gram + 2 * g1 + g1 * g1) * P_up
              + (1 + g1) * (np.outer(self.delta, self.c_up) + np.outer(self.c_up, self.delta))
-             + n * np.outer(self.delta, self.delta) + 2 * n * _ETA)
+             + mass * np.outer(self.delta, self.delta) + 2 * n * _ETA)
+        if w is not None:
+            E = E + under
         E[np.diag_indices(d)] += g1 * np.diag(B) + self.dlam
         self.eb_norm = _row_sum_norm(E, d)  # >= ||B - B_hat||_2
         self.bmax = float(np.diag(B).max()) if d else 0.0
@@ -293,9 +366,32 @@ class _RidgeSystem:
         self.slack_norm = math.sqrt(d) * self.slack * _UP
         self.uf = 2.0 * d * (d + l_max) * _ETA
         self.dx_norm = float(np.linalg.norm(self.delta + _ETA)) * _UP
-        self.kappa = (_gamma(3 * d + 1) * self.ll_norm + _gamma(self.glen) * self.p_norm + g1 * self.bmax
-                      + 2 * n * d * _ETA + self.uf) * _UP
+        self.kappa = (_gamma(3 * d + 1) * self.ll_norm + g_gram * self.p_norm + g1 * self.bmax
+                      + 2 * n * d * _ETA + self.uf + d * under) * _UP
+        # (C20)/(section 9, (ii)): absolute underflow part of E_rh
+        self.rh_eta = n * (d + 1) * _ETA if w is None else (mass * (d + 1) + n) * _ETA * _UP
+        self._w_t = None if w is None else torch.as_tensor(w, device=device)
         self.lam_lo = self._lambda_lower(B, lam)
+
+    def _weighted_centre(self, Fs, w, small, b):
+        """Weighted mean ``Fbar_hat`` and its error bound ``delta_w`` of (C32)."""
+        n, d = Fs.shape
+        s_hat = self.s_hat
+        fb0 = (w @ Fs) / s_hat  # a pivot: any vector is exact in (C32)
+        r0 = Fs - fb0
+        wr = r0 * w[:, None]
+        if small:
+            total = np.array([math.fsum(col) for col in wr.T.tolist()])
+        else:
+            total = np.zeros(d)
+            for start in range(0, n, b):
+                total = total + wr[start:start + b].sum(axis=0)
+        corr = total / s_hat
+        fbar = fb0 + corr
+        wabs = (w @ np.abs(r0)) * (1 + 2 * _gamma(n + 1)) * _UP + n * _ETA  # >= sum_i w_i |R0_i|
+        delta = (_gamma(1) * np.abs(fbar) + _gamma(self.mlen + 4) * (wabs / s_hat + np.abs(corr))
+                 + 2 * n * _ETA / s_hat + 2 * _ETA) * _UP
+        return fbar, delta
 
     def _lambda_lower(self, B, lam):
         """Verified lower bound of ``lambda_min`` of the exact ``B`` (Lemma 5.3)."""
@@ -396,16 +492,16 @@ class _RidgeSystem:
             rho = ((_gamma(3 * d + 1) * self.ll_norm + self.eb_norm + self.uf) * nu + g1 * nxc + self.dx_norm
                    + self.slack_norm) * _UP
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                e_s = np.minimum(math.sqrt(n) * rho / sqrt_lam, self.c_norm * rho / self.lam_lo)
+                e_s = np.minimum(math.sqrt(self.mass) * rho / sqrt_lam, self.c_norm * rho / self.lam_lo)
             e_s = np.where(rho > 0, e_s, 0.0) * _UP  # (C19) >= ||Fc (u - u_hat)||_1
-            e_c = (g1 * cu + n * s_du * gd) * _UP  # (C20) centring
+            e_c = (g1 * cu + self.mass * s_du * gd) * _UP  # (C20) centring
             e_model[sl] = (e_s + e_c) * _UP
-            e_rh[sl] = (_gamma(d + 1) * (cu + 1.0) + n * (d + 1) * _ETA) * _UP
+            e_rh[sl] = (_gamma(d + 1 + self.rh_extra) * (cu + 1.0) + self.rh_eta) * _UP
             # (C21) ||Fc_hat u_hat||_2^2 <= u^T xc - u^T diag(lam) u + kappa ||u||^2 (+ rounding)
             q_pos = s_ux + _gamma(d) * s_uax * gd + self.kappa * nu * nu + s_au * gd * self.slack
             q_neg = s_lu * (1 - 2 * _gamma(d + 1))
             q = q_pos - q_neg + 4 * _EPS * (np.abs(q_pos) + q_neg)
-            s_up[sl] = (1.0 + np.minimum(cu, np.sqrt(n * np.maximum(q, 0.0)) * (1 + 4 * _EPS))) * _UP
+            s_up[sl] = (1.0 + np.minimum(cu, np.sqrt(self.mass * np.maximum(q, 0.0)) * (1 + 4 * _EPS))) * _UP
             U[sl] = u.T
         for name, arr in (("E_model", e_model), ("E_rh", e_rh), ("S", s_up)):
             if np.isnan(arr).any():
@@ -414,8 +510,10 @@ class _RidgeSystem:
 
     def influence(self, U):
         """Rows ``h_hat(x)`` of (C1) for the test points whose ``u_hat`` are the rows of ``U``
-        (torch, any summation order: within ``E_rh`` of ``h*``)."""
-        return U @ self.fc_t.T + 1.0 / self.n
+        (torch, any summation order: within ``E_rh`` of ``h*``); weighted: (C31)."""
+        if self.w is None:
+            return U @ self.fc_t.T + 1.0 / self.n
+        return (U @ self.fc_t.T + 1.0 / self.s_hat) * self._w_t
 
     def point_influence(self, u):
         """``h_hat`` for one point: products and sums over the features in index order."""
@@ -424,7 +522,9 @@ class _RidgeSystem:
         acc = np.zeros(self.n)
         for j in range(self.d):
             acc += self._fcT[j] * u[j]
-        return acc + 1.0 / self.n
+        if self.w is None:
+            return acc + 1.0 / self.n
+        return (acc + 1.0 / self.s_hat) * self.w
 
     def test_side(self, X, n_classes):
         """``u_hat`` (T, d), the bounded-tier allowance ``tau`` (T,), ``E_model`` and ``S_up``
@@ -448,8 +548,8 @@ def _allowance(tier, n, e_model, e_rh, s_up):
     return tau, R
 
 
-def _ridge_influence(F_train, F_test, alpha, chunk_size=None):
-    """Yield chunks of the influence matrix ``H`` with ``H @ Q`` = ridge scores (C1).
+def _ridge_influence(F_train, F_test, alpha, chunk_size=None, sample_weight=None):
+    """Yield chunks of the influence matrix ``H`` with ``H @ Q`` = ridge scores (C1), weighted: (C31).
 
     Uses a ``d x d`` Cholesky solve, never an ``n x n`` system.
 
@@ -460,12 +560,14 @@ def _ridge_influence(F_train, F_test, alpha, chunk_size=None):
     alpha : float
     chunk_size : int or None
         Test rows per chunk (``None``: about 2**24 entries per chunk).
+    sample_weight : ndarray of shape (n_train,) or None
+        Row weights (section 9 of docs/certificates.md).
 
     Yields
     ------
     H : ndarray of shape (n_chunk, n_train)
     """
-    system = _RidgeSystem(F_train, float(alpha), torch.device("cpu"))
+    system = _RidgeSystem(F_train, float(alpha), torch.device("cpu"), sample_weight=sample_weight)
     X = np.asarray(F_test, dtype=np.float64)
     step = chunk_size or max(1, _CHUNK_ELEMENTS // max(system.n, 1))
     for start in range(0, X.shape[0], step):
@@ -1134,16 +1236,30 @@ def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected"):
     d = system.d
     fc = system.fc
     g1 = _gamma(1)
-    Gq = fc.T @ pi  # (d, K): scores are u^T Gq + qbar
-    # |fl(Fc^T Q) - Fc^T Q| <= gamma_n |Fc|^T Q; each score adds gamma_{d+1} |u|^T |Gq|
-    Eq = (_gamma(n) * (np.abs(fc).T @ pi) * (1 + 2 * _gamma(n)) + n * _ETA + _gamma(d + 1) * np.abs(Gq)) * _UP
-    qbar = pi.mean(axis=0)
-    q_err = (_gamma(n + 2) * qbar * (1 + 2 * _gamma(n)) + _gamma(d + 2) * qbar + _ETA) * _UP
-    Y = np.concatenate([fc, np.full((n, 1), 1.0 / n)], axis=1)
+    w = system.w
+    if w is None:
+        Gq = fc.T @ pi  # (d, K): scores are u^T Gq + qbar
+        # |fl(Fc^T Q) - Fc^T Q| <= gamma_n |Fc|^T Q; each score adds gamma_{d+1} |u|^T |Gq|
+        Eq = (_gamma(n) * (np.abs(fc).T @ pi) * (1 + 2 * _gamma(n)) + n * _ETA + _gamma(d + 1) * np.abs(Gq)) * _UP
+        qbar = pi.mean(axis=0)
+        q_err = (_gamma(n + 2) * qbar * (1 + 2 * _gamma(n)) + _gamma(d + 2) * qbar + _ETA) * _UP
+        Y = np.concatenate([fc, np.full((n, 1), 1.0 / n)], axis=1)
+        g_y, g_v = _gamma(n + 4), _gamma(4)
+    else:  # section 9: Gq = Fc^T D Pi, weighted mean, row weights v_i w_i^2
+        wpi = pi * w[:, None]
+        Gq = fc.T @ wpi
+        Eq = (_gamma(n + 1) * (np.abs(fc).T @ wpi) * (1 + 2 * _gamma(n)) + 4 * n * _ETA
+              + _gamma(d + 1) * np.abs(Gq)) * _UP
+        qbar = (w @ pi) / system.s_hat
+        q_err = (_gamma(n + 4) * qbar * (1 + 2 * _gamma(n)) + _gamma(d + 2) * qbar + 2 * n * _ETA / system.s_hat
+                 + _ETA) * _UP
+        Y = np.concatenate([fc, np.full((n, 1), 1.0 / system.s_hat)], axis=1)
+        weight = weight * w * w
+        g_y, g_v = _gamma(n + 6), _gamma(6)
     Gw = Y.T @ (Y * weight[:, None])  # (d+1, d+1): sigma^2 = v^T Gw v, v = (u, 1)
     absY = np.abs(Y)
     Pw = absY.T @ (absY * weight[:, None])
-    n_norm = ((_gamma(2 * d + 3) * _row_sum_norm(np.abs(Gw), d + 1) + _gamma(n + 4) * _row_sum_norm(Pw, n + 1))
+    n_norm = ((_gamma(2 * d + 3) * _row_sum_norm(np.abs(Gw), d + 1) + g_y * _row_sum_norm(Pw, n + 1))
               + 2 * n * (d + 1) * _ETA) * _UP
     T = F_test.shape[0]
     worst, delta_min, tau_all = np.empty(T), np.empty(T), np.empty(T)
@@ -1180,7 +1296,7 @@ def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected"):
         m_err[c, cols] = 0.0
         M = margins.min(axis=0)
         err_M = m_err.max(axis=0)
-        sigma2 = (quad + n_norm * (s_uu * gd + 1.0)) * (1 + _gamma(4)) * _UP  # v_i rounded: (1 + gamma_4)
+        sigma2 = (quad + n_norm * (s_uu * gd + 1.0)) * (1 + g_v) * _UP  # v_i (w_i^2) rounded: (1 + gamma_4 (6))
         sigma = np.sqrt(np.maximum(sigma2, 0.0)) * (1 + 4 * _EPS) + e_model * (1 + 1e-6) * _UP
         thresh = np.sqrt(2.0 * sigma**2 * log_ratio) * (1 + 8 * _EPS)
         w = M - thresh
@@ -1229,13 +1345,32 @@ def _distinct(classes):
         return len(np.unique(classes)) == classes.shape[0]
 
 
+def _check_sample_weight(sample_weight, n):
+    """Validated row weights (n,) float64, or None: finite, ``>= 0``, positive sum."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise CertificationError(f"sample_weight must have shape ({n},) (one weight per training row), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise CertificationError("sample_weight contains NaN or infinite values")
+    if np.any(w < 0):
+        raise CertificationError(f"sample_weight must be >= 0; {int(np.sum(w < 0))} weights are negative")
+    if not w.sum() > 0:
+        raise CertificationError("sample_weight sums to 0: every row has weight 0, so there is no learner")
+    return w
+
+
 def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry="l1", m=None, delta=0.05,
                   scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1,
-                  reference=None):
+                  reference=None, sample_weight=None):
     """Certify the ridge head's predictions against changes of the training labels.
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
-    (equation (C0) of docs/certificates.md); statements and proofs of the three tiers are
+    (equation (C0) of docs/certificates.md), with ``sample_weight`` if given (section 9:
+    weighted centring, (C29)-(C31)); statements and proofs of the three tiers are
     Theorems 1-5 there, the floating-point allowance is section 5. Every point's
     certificate depends on that point alone, not on the other points certified with it
     (Proposition 6).
@@ -1282,6 +1417,9 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         Relative tolerance of ``radius_scale``: the reported value is proven certified
         (rounded down) and at least ``s* / (1 + radius_rtol)``; a tangent step (C8) makes it
         much closer in practice. Smaller values cost more (finer grid).
+    sample_weight : array-like of shape (n_train,) or None, default=None
+        Row weights ``>= 0`` (finite, positive sum) of the learner (section 9). A row of
+        weight 0 has no influence; the flip tier still counts it as a row.
 
     Returns
     -------
@@ -1362,11 +1500,12 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         if counts.shape[0] != n or np.any(counts < 0):
             raise CertificationError(f"budget.counts must be non-negative with shape ({n}, {K})")
 
+    sample_weight = _check_sample_weight(sample_weight, n)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    system = _RidgeSystem(F_train, alpha, dev)  # refuses what cannot be made safe (section 5)
+    system = _RidgeSystem(F_train, alpha, dev, sample_weight)  # refuses what cannot be made safe (section 5)
     # The served predictor: exactly the classifier's ridge head and decision_function.
     try:
-        coef, intercept = _ridge_fit(F_train, pi, alpha)
+        coef, intercept = _ridge_fit(F_train, pi, alpha, sample_weight)
     except (np.linalg.LinAlgError, ValueError) as exc:
         raise CertificationError("the ridge system Fc^T Fc + alpha I is numerically singular in float64 "
                                  "(alpha is too small relative to these features); certify with a larger "
