@@ -131,7 +131,7 @@ def _brute_force_gain(clf, Xe, law, rows, delta):
 def test_expected_gain_matches_enumerating_refitting_and_certifying(seed):
     X, votes, Xe, law, _ = _tiny(seed)
     clf = CNATClassifier(head="ridge", alpha=1.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
-    ranking = suggest_relabels(clf, Xe, k=1, delta=0.3, vote_model=law).set_index("index")
+    ranking = suggest_relabels(clf, Xe, k=1, delta=0.3, vote_model=law, bandwidth=None).set_index("index")
     assert ranking.shape[0] == len(X) and (ranking["coverage_gain"] != 0).any()
     for i in range(len(X)):
         expected = _brute_force_gain(clf, Xe, law, [i], 0.3) / len(Xe)
@@ -163,7 +163,7 @@ def test_two_votes_of_the_confusion_model_match_enumeration():
         np.testing.assert_allclose(P[i], brute, atol=1e-12)
     np.testing.assert_allclose(_multinomial_pmf(outcomes, np.full((1, 3), 1 / 3)).sum(), 1.0)
     # the same expectation, run through the public function on two votes per row
-    ranking = suggest_relabels(clf, Xe, k=2, delta=0.3, vote_model="confusion").set_index("index")
+    ranking = suggest_relabels(clf, Xe, k=2, delta=0.3, vote_model="confusion", bandwidth=None).set_index("index")
     i = int(ranking.index[0])
     total = 0.0
     for o, prob in zip(outcomes, P[i]):
@@ -178,7 +178,7 @@ def test_plurality_vote_model_reproduces_the_assumed_ranking():
     X, votes, Xe = _problem()
     clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
     old = suggest_relabels(clf, Xe, strategy="assumed").set_index("index")["coverage_gain"]
-    new = suggest_relabels(clf, Xe, vote_model="plurality").set_index("index")["coverage_gain"]
+    new = suggest_relabels(clf, Xe, vote_model="plurality", bandwidth=None).set_index("index")["coverage_gain"]
     np.testing.assert_allclose(new.loc[old.index].to_numpy(), old.to_numpy(), atol=1e-12)
 
 
@@ -187,8 +187,9 @@ def test_greedy_second_pick_is_the_best_given_the_first():
     X, votes, Xe, _, y = _tiny(8)
     law = np.eye(3)[y]
     clf = CNATClassifier(head="ridge", alpha=1.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
-    independent = suggest_relabels(clf, Xe, k=1, delta=0.3, vote_model=law)
-    greedy = suggest_relabels(clf, Xe, n=3, k=1, delta=0.3, vote_model=law, block_size=1, random_state=0)
+    independent = suggest_relabels(clf, Xe, k=1, delta=0.3, vote_model=law, bandwidth=None)
+    greedy = suggest_relabels(clf, Xe, n=3, k=1, delta=0.3, vote_model=law, bandwidth=None, block_size=1,
+                              random_state=0)
     first = int(greedy["index"][0])
     assert first == int(independent["index"][0])
     assert int(greedy["index"][1]) != int(independent["index"][1])
@@ -202,9 +203,11 @@ def test_greedy_second_pick_is_the_best_given_the_first():
 def test_expected_ranking_is_deterministic_under_random_state():
     X, votes, Xe = _problem(seed=3)
     clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
-    runs = [suggest_relabels(clf, Xe, n=30, block_size=3, n_scenarios=4, random_state=7) for _ in range(2)]
-    assert runs[0].equals(runs[1])
-    assert runs[0]["index"].is_unique and len(runs[0]) == 30
+    for bandwidth in (None, 3.0):
+        runs = [suggest_relabels(clf, Xe, n=30, bandwidth=bandwidth, block_size=3, n_scenarios=4, random_state=7)
+                for _ in range(2)]
+        assert runs[0].equals(runs[1])
+        assert runs[0]["index"].is_unique and len(runs[0]) == 30
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -214,6 +217,8 @@ def test_expected_ranking_is_deterministic_under_random_state():
     ({"n": 0}, "n must be"),
     ({"block_size": 0}, "block_size must be"),
     ({"n_scenarios": 0}, "n_scenarios must be"),
+    ({"bandwidth": 0.0}, "bandwidth must be"),
+    ({"bandwidth": "wide"}, "bandwidth must be"),
     ({"k": 1.5}, "k must be"),
 ])
 def test_expected_strategy_rejects_bad_inputs(kwargs, match):
@@ -221,3 +226,42 @@ def test_expected_strategy_rejects_bad_inputs(kwargs, match):
     clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
     with pytest.raises(ValueError, match=match):
         suggest_relabels(clf, Xe, **kwargs)
+
+
+def test_first_order_gain_matches_the_dense_sum_and_the_smoothed_coverage():
+    import math
+
+    from scipy.stats import norm
+
+    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _slack, _smoothed_weight
+
+    X, votes, Xe = _problem(seed=4)
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
+    pi = clf.budget_.pi
+    n, K = pi.shape
+    v = 1.0 / clf.budget_.counts.sum(axis=1)
+    G, Fc = _influence_factors(clf.train_features_, clf.feature_map(Xe), clf.alpha_)
+    H = G @ Fc.T + 1.0 / n
+    S, sigma2 = H @ pi, (H**2) @ v
+    np.testing.assert_allclose(S, clf.feature_map(Xe) @ clf.coef_ + clf.intercept_, atol=1e-9)  # (C1)
+    rng = np.random.RandomState(0)
+    d_mean = rng.dirichlet(np.ones(K), size=n) - pi
+    dv = -v / 3
+    log_ratio = math.log((K - 1) / 0.05)
+    w = _smoothed_weight(S, sigma2, log_ratio, 3.0)
+    top, second, slack, t = _slack(S, sigma2, log_ratio)
+    rows = np.arange(len(S))
+    dense = (w[:, None] * (H * (d_mean[:, top] - d_mean[:, second]).T - log_ratio / t[:, None] * H**2 * dv)).sum(0)
+    gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, w)
+    np.testing.assert_allclose(gain, dense, rtol=1e-8, atol=1e-12)
+
+    def smoothed(step, j):  # sum_x Phi(slack / (3 sigma)) with the 3 sigma held at the current sigma
+        S2 = S + step * H[:, [j]] * d_mean[j]
+        s2 = sigma2 + step * H[:, j] ** 2 * dv[j]
+        m = np.sort(S2, axis=1)
+        slack2 = m[:, -1] - m[:, -2] - np.sqrt(2 * s2 * log_ratio)
+        return norm.cdf(slack2 / (3.0 * np.sqrt(sigma2))).sum()
+
+    j = int(np.argmax(np.abs(gain)))
+    eps = 1e-6
+    assert (smoothed(eps, j) - smoothed(-eps, j)) / (2 * eps) == pytest.approx(gain[j], rel=1e-4)
