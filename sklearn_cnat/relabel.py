@@ -453,7 +453,7 @@ _VOTE_MODELS = ("confusion", "model", "plurality")
 
 
 def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, strategy="expected", vote_model="confusion",
-                     bandwidth=3.0, block_size=None, n_scenarios=8, random_state=None, assume="plurality",
+                     bandwidth=1.0, block_size=None, n_scenarios=8, random_state=None, assume="plurality",
                      chunk_size=64):
     """Rank training examples by the certified-coverage lift of ``k`` more votes.
 
@@ -489,7 +489,7 @@ default="confusion"
         i.i.d. ``N[:, j]`` given it (so the new votes of a row are correlated).
         ``"plurality"``: every new vote equals the current plurality. An array gives each
         head row's vote law (i.i.d. votes).
-    bandwidth : float or None, default=3.0
+    bandwidth : float or None, default=1.0
         ``None``: the exact expected change of the number of certified points (a point
         counts when its slack crosses 0). A float ``beta``: the expected change of the
         smoothed coverage ``sum_x Phi(slack(x) / (beta sigma(x)))`` to first order in the
