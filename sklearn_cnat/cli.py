@@ -330,8 +330,10 @@ def _run(args):
     plt.close("all")
     steps.update(1)
 
+    # expected certified-coverage gain of the new votes under the vote model, picked greedily
     ranking = suggest_relabels(fitted["cnat-ridge"], X_test, n=args.n_relabel, k=args.extra_votes,
-                               delta=args.delta)
+                               delta=args.delta, strategy="expected", vote_model=args.vote_model,
+                               random_state=args.seed)
     rows = train_rows[ranking["index"].to_numpy()]
     # the items to relabel, by file name when the data has names (else the row of the input data)
     ranking.insert(0, "item", rows if data["items"] is None else np.asarray(data["items"], dtype=object)[rows])
@@ -399,6 +401,9 @@ def build_parser():
                             "model for the head rows' labels (scope model; docs/certificates.md section 8)")
     model.add_argument("--n-relabel", type=int, default=50, help="rows of relabel_priority.csv")
     model.add_argument("--extra-votes", type=int, default=2, help="votes assumed bought per relabelled example")
+    model.add_argument("--vote-model", default="confusion", choices=["confusion", "model", "plurality"],
+                       help="law of the new votes whose expected certified-coverage gain ranks relabel_priority.csv "
+                            "(sklearn_cnat.relabel.suggest_relabels)")
     run.add_argument("--output", default="cnat_output", help="output folder")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -189,3 +189,30 @@ def test_feature_split_gives_whole_model_certificates_for_the_head_rows(tmp_path
         assert "--feature-split must be a fraction in (0, 1)" in capsys.readouterr().err
     assert main(["run", "--feature-split", "0.5", "--output", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--feature-split needs image data" in capsys.readouterr().err
+
+
+def test_relabel_list_is_the_expected_gain_ranking_with_item_names(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import sklearn_cnat.relabel as relabel
+
+    calls = []
+    real = relabel.suggest_relabels
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs, real(*args, **kwargs)))
+        return calls[-1][1].copy()
+
+    monkeypatch.setattr(relabel, "suggest_relabels", recording)
+    names, votes = _image_folder(tmp_path)
+    with (tmp_path / "long.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "annotator", "label"])
+        writer.writerows((n, w, CLASSES[k]) for n, vs in zip(names, votes) for w, k in vs)
+    _, listed = _run_csv(tmp_path, tmp_path / "long.csv", "o", "--vote-model", "model")
+    (kwargs, ranking), = calls
+    assert kwargs["strategy"] == "expected" and kwargs["vote_model"] == "model" and kwargs["random_state"] == 0
+    assert [int(r["index"]) for r in listed] == ranking["index"].tolist()
+    np.testing.assert_allclose([float(r["coverage_gain"]) for r in listed], ranking["coverage_gain"], rtol=1e-12)
+    # every listed item is an image file of the folder (by name), each once
+    files = {f"{c}/{n}" for c in CLASSES for n in names if n.startswith(c)}
+    assert all(r["item"] in files for r in listed) and len({r["item"] for r in listed}) == len(listed) == 4
