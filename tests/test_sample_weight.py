@@ -19,13 +19,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import linprog
 from sklearn.linear_model import Ridge
 
 from sklearn_cnat import CNATClassifier
 from sklearn_cnat.certificates import certify_ridge
 from sklearn_cnat.certificates import _ridge
 from sklearn_cnat.exceptions import CertificationError, CNATValueError
+
+from test_soundness_ridge import _l1_row_attack
 
 mp.mp.dps = 50
 
@@ -254,25 +255,6 @@ def test_scaling_weights_and_alpha_together_changes_nothing(seed, log_scale):
 
 
 # ----------------------------------------------------------------------------- attacks
-
-
-def _l1_row_attack(p, a, b, r):
-    """argmax of q_b - q_a over {q in simplex, ||q - p||_1 <= r} by linprog (independent of (C6))."""
-    K = p.size
-    c = np.zeros(2 * K)
-    c[b], c[a] = -1.0, 1.0
-    A = np.zeros((2 * K + 1, 2 * K))
-    ub = np.zeros(2 * K + 1)
-    for k in range(K):  # t_k >= |q_k - p_k|
-        A[2 * k, k], A[2 * k, K + k], ub[2 * k] = 1.0, -1.0, p[k]
-        A[2 * k + 1, k], A[2 * k + 1, K + k], ub[2 * k + 1] = -1.0, -1.0, -p[k]
-    A[-1, K:], ub[-1] = 1.0, r
-    eq = np.zeros((1, 2 * K))
-    eq[0, :K] = 1.0
-    res = linprog(c, A_ub=A, b_ub=ub, A_eq=eq, b_eq=[1.0], bounds=[(0, None)] * (2 * K), method="highs")
-    assert res.status == 0
-    q = np.clip(res.x[:K], 0.0, None)
-    return q / q.sum()
 
 
 @pytest.mark.parametrize("seed", range(6))
