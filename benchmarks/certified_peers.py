@@ -671,11 +671,18 @@ def _read_csv(path):
         return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def _merge(path, rows):
-    """Earlier rows of ``path`` whose (mode, method) this run did not produce, then this run's rows."""
+def _merge(path, rows, replace_modes=()):
+    """Earlier rows of ``path`` whose (mode, method) this run did not produce, then this run's rows.
+
+    ``replace_modes``: modes this run ran in full; their earlier rows go (they may come from other features), except
+    the DPA rows that ``--mode dpa`` adds to the label_free table (networks on the images, not on the features).
+    """
     new = {(r["mode"], r["method"]) for r in rows}
-    old = [r for r in _read_csv(path) if (r["mode"], r["method"]) not in new] if path.exists() else []
-    return old + rows
+
+    def kept(r):
+        return (r["mode"], r["method"]) not in new and (r["mode"] not in replace_modes or r.get("family") == "DPA")
+
+    return ([r for r in _read_csv(path) if kept(r)] if path.exists() else []) + rows
 
 
 def _pct(v):
@@ -886,8 +893,9 @@ def main(argv=None):
                                                                       "alpha_loo_scores")})
         else:
             runs[mode] = common | {"info": meta[mode]}
-    all_rows = _merge(out / "certified_peers.csv", rows)
-    all_re = _merge(out / "certified_peers_reannotation.csv", re_rows)
+    full = () if args.families else tuple(args.mode)
+    all_rows = _merge(out / "certified_peers.csv", rows, full)
+    all_re = _merge(out / "certified_peers_reannotation.csv", re_rows, full)
     runs_path.write_text(json.dumps(runs, indent=1, default=str))
     write_outputs(out, all_rows, all_re, runs, cfg, data["y_test"][cfg["test_idx"]] if cfg["figures"] else None,
                   modes=dict.fromkeys(r["mode"] for r in rows))
