@@ -34,6 +34,9 @@ class _Budget:
     rho: np.ndarray = None
     counts: np.ndarray = None
 
+    def take(self, rows):
+        return _Budget(self.pi[rows], self.r[rows], self.rho[rows], self.counts[rows])
+
 
 # ----------------------------------------------------------------------------- exact reference
 

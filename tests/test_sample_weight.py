@@ -11,7 +11,6 @@
 """
 
 import itertools
-from dataclasses import dataclass
 
 import mpmath as mp
 import numpy as np
@@ -26,20 +25,10 @@ from sklearn_cnat.certificates import certify_ridge
 from sklearn_cnat.certificates import _ridge
 from sklearn_cnat.exceptions import CertificationError, CNATValueError
 
+from test_ridge_numerics import _Budget
 from test_soundness_ridge import _l1_row_attack
 
 mp.mp.dps = 50
-
-
-@dataclass
-class _Budget:
-    pi: np.ndarray
-    r: np.ndarray = None
-    rho: np.ndarray = None
-    counts: np.ndarray = None
-
-    def take(self, rows):
-        return _Budget(self.pi[rows], self.r[rows], self.rho[rows], self.counts[rows])
 
 
 def _problem(seed=0, n=40, d=4, K=3, n_test=30, votes=3):

@@ -221,6 +221,18 @@ def _normalised_weights(w, alpha):
     return ws, a
 
 
+def _column_sums(M, small, b):
+    """Column sums of ``M`` (n, d): correctly rounded (``math.fsum``, to 1 ulp where a libm
+    double-rounds) when ``small``, else blocks of ``b`` rows summed then accumulated in row order
+    (the centring sums of docs/certificates.md, section 5.2)."""
+    if small:
+        return np.array([math.fsum(col) for col in M.T.tolist()])
+    total = np.zeros(M.shape[1])
+    for start in range(0, M.shape[0], b):
+        total = total + M[start:start + b].sum(axis=0)
+    return total
+
+
 class _RidgeSystem:
     """Training side of the ridge learner and of the rounding allowance (section 5).
 
@@ -285,13 +297,7 @@ class _RidgeSystem:
         elif n:
             fb0 = Fs.mean(axis=0)
             r0 = Fs - fb0
-            if small:  # correctly rounded sums (to 1 ulp where a libm double-rounds)
-                corr = np.array([math.fsum(col) for col in r0.T.tolist()])
-            else:
-                corr = np.zeros(d)
-                for start in range(0, n, b):
-                    corr = corr + r0[start:start + b].sum(axis=0)
-            corr = corr / n
+            corr = _column_sums(r0, small, b) / n
             fbar = fb0 + corr
             mean_abs = np.abs(r0).mean(axis=0)
             del r0
@@ -375,18 +381,11 @@ class _RidgeSystem:
 
     def _weighted_centre(self, Fs, w, small, b):
         """Weighted mean ``Fbar_hat`` and its error bound ``delta_w`` of (C32)."""
-        n, d = Fs.shape
+        n = Fs.shape[0]
         s_hat = self.s_hat
         fb0 = (w @ Fs) / s_hat  # a pivot: any vector is exact in (C32)
         r0 = Fs - fb0
-        wr = r0 * w[:, None]
-        if small:
-            total = np.array([math.fsum(col) for col in wr.T.tolist()])
-        else:
-            total = np.zeros(d)
-            for start in range(0, n, b):
-                total = total + wr[start:start + b].sum(axis=0)
-        corr = total / s_hat
+        corr = _column_sums(r0 * w[:, None], small, b) / s_hat
         fbar = fb0 + corr
         wabs = (w @ np.abs(r0)) * (1 + 2 * _gamma(n + 1)) * _UP + n * _ETA  # >= sum_i w_i |R0_i|
         delta = (_gamma(1) * np.abs(fbar) + _gamma(self.mlen + 4) * (wabs / s_hat + np.abs(corr))
