@@ -155,10 +155,7 @@ def features_split_extractor(data, cfg, meta):
     feature_split=0.5)`` trained on its half A with half A's aggre labels, frozen; features of half B (whose labels
     are certified)."""
     c10 = _cifar10n()
-    quick = cfg["quick"]
-    ext = dict(extractor_epochs=cfg["split_epochs"] or (1 if quick else 16), widths=(8, 16, 32) if quick else
-               (64, 256, 256), stem=8 if quick else 24, extractor_lr=0.05 if quick else 0.1,
-               extractor_batch=64 if quick else 256, extractor_smoothing=0.2, radius=0.05, seed=cfg["seed"],
+    ext = dict(c10.extractor_config(cfg["quick"], cfg["split_epochs"]), radius=0.05, seed=cfg["seed"],
                cache=cfg["cache"], device="cpu")
     arrays, hit = c10.split_features(data, "aggre", ext)
     idx_b = np.asarray(arrays["rows"])
@@ -177,20 +174,21 @@ def features_split_estimator(data, cfg, meta):
     from sklearn_cnat import models
 
     c10 = _cifar10n()
+    epochs = cfg["split_epochs"] or (1 if cfg["quick"] else 8)
     backbone = getattr(models, cfg["split_backbone"])
-    key = c10._key(kind="peers_split", src=data["source"], backbone=cfg["split_backbone"], epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8),
+    key = c10._key(kind="peers_split", src=data["source"], backbone=cfg["split_backbone"], epochs=epochs,
                    kwargs=cfg["split_module_kwargs"], lr=cfg["split_lr"], batch=cfg["split_batch"], seed=cfg["seed"],
                    test=cfg["test_idx"].tolist())
 
     def compute():
         clf = CNATClassifier(module=backbone, module_kwargs=cfg["split_module_kwargs"], head="ridge", alpha=1.0,
                              budget=NoiseBudgetTransformer(classes=np.arange(K), mapping="flat", radius=0.05),
-                             feature_split=0.5, max_epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8), batch_size=cfg["split_batch"],
+                             feature_split=0.5, max_epochs=epochs, batch_size=cfg["split_batch"],
                              lr=cfg["split_lr"], optimizer="sgd",
                              optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                              lr_schedule="onecycle", augment="flip_translate", tta=True, random_state=cfg["seed"])
         log(f"split: training {cfg['split_backbone']} on half of {len(data['x_train'])} rows "
-            f"({cfg['split_epochs']} epochs, aggre labels)")
+            f"({epochs} epochs, aggre labels)")
         t0 = time.time()
         clf.fit(data["x_train"], data["labels"]["aggre"])
         t_fit = time.time() - t0
@@ -202,7 +200,7 @@ def features_split_estimator(data, cfg, meta):
                     t_fit=np.array(t_fit), head_top1=np.array(head_top1))
 
     arrays, hit = c10.cached_arrays(Path(cfg["cache"]) / f"peers_split_{key}.npz", compute)
-    meta["split"] = dict(backbone=cfg["split_backbone"], epochs=cfg["split_epochs"] or (1 if cfg["quick"] else 8), cached=hit,
+    meta["split"] = dict(backbone=cfg["split_backbone"], epochs=epochs, cached=hit,
                          backbone_seconds=float(arrays["t_fit"]), feature_dim=int(arrays["F_tr"].shape[1]),
                          head_rows=int(len(arrays["rows"])),
                          covers=f"the {len(arrays['rows'])} head rows' labels (backbone rows held as trained)")

@@ -976,14 +976,19 @@ def plot_figures(out, rows, curves):
 # --------------------------------------------------------------------------- main
 
 
+def extractor_config(quick, epochs=None):
+    """Settings of :func:`split_extractor` (and its cache key), shared with benchmarks/certified_peers.py."""
+    return dict(extractor_epochs=epochs or (1 if quick else 16), extractor_lr=0.05 if quick else 0.1,
+                extractor_batch=64 if quick else 256, extractor_smoothing=0.2,
+                widths=(8, 16, 32) if quick else (64, 256, 256), stem=8 if quick else 24)
+
+
 def config(args):
     quick = args.quick
     cfg = dict(
         seed=args.seed, device=args.device, cache=args.cache, n_certify=args.n_certify,
         n_certify_label_free=2000 if args.n_certify is None else args.n_certify,
-        extractor_epochs=args.extractor_epochs or (1 if quick else 16),
-        extractor_lr=0.05 if quick else 0.1, extractor_batch=64 if quick else 256, extractor_smoothing=0.2,
-        widths=(8, 16, 32) if quick else (64, 256, 256), stem=8 if quick else 24,
+        **extractor_config(quick, args.extractor_epochs),
         extractor_labels=args.extractor_labels,
         head_epochs=10 if quick else 30, head_lr=1e-2 if quick else 1e-3, head_wd=1e-4, cleanlab_cv=3 if quick else 5,
         baselines=[m for m in ("ce", "label_smoothing", "gce", "elr", "cleanlab") if m in args.methods],

@@ -29,6 +29,32 @@ def close_figures():
 
 
 @pytest.fixture(scope="session")
+def load_benchmark():
+    """A callable: ``load_benchmark("cifar10n.py", "cifar10n_benchmark")`` imports a script of benchmarks/."""
+    import importlib.util
+
+    def load(filename, name):
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / filename
+        spec = importlib.util.spec_from_file_location(name, script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny tensors: thread start-up dominates on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def cifar10n_dir():
     if not (CIFAR_DIR / "cifar10.npz").exists():
         pytest.skip(f"CIFAR-10N data not found at {CIFAR_DIR}")

@@ -1,25 +1,19 @@
 """CI-sized runs of benchmarks/cifar10n.py: the table is produced and internally consistent."""
 
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cifar10n.py"
 FRACTIONS = ["top1", "ece", "coverage_stochastic", "certified_accuracy_stochastic", "coverage_bounded",
              "certified_accuracy_bounded", "coverage_flip_m1", "coverage_flip_m10", "coverage_flip_m100",
              "certified_accuracy_flip_m1", "certified_accuracy_flip_m10", "certified_accuracy_flip_m100"]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("cifar10n_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("cifar10n.py", "cifar10n_benchmark")
 
 
 def _num(v):

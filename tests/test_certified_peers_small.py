@@ -1,31 +1,18 @@
 """CI-sized run of benchmarks/certified_peers.py: every method's table row is produced and consistent."""
 
 import csv
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "certified_peers.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("certified_peers_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("certified_peers.py", "certified_peers_benchmark")
 
 
 def _num(v):

@@ -19,13 +19,7 @@ from sklearn_cnat.peers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread start-up dominates, and two threads on a busy machine are far slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _labelings(n, K):

@@ -297,15 +297,8 @@ def test_cli_accepts_reference():
 
 
 @pytest.fixture(scope="module")
-def bench():
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reannotation_cifar10n.py"
-    spec = importlib.util.spec_from_file_location("reannotation_benchmark", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("reannotation_cifar10n.py", "reannotation_benchmark")
 
 
 def test_lemma6_tail_is_a_sharper_valid_bound(bench):
