@@ -408,18 +408,42 @@ def rnn_radius(F_tr, k, seed, n_probe=500):
     return float(torch.kthvalue(D, k, dim=1).values.median())
 
 
-def dpa_networks(images, k, cfg):
-    """DPA (Levine & Feizi 2021) on end-to-end networks: one SmallCNN per part of an image hash partition."""
-    from sklearn_cnat import PartitionAggregationClassifier
+def dpa_base(cfg):
+    """The base learner of the DPA rows and its description.
+
+    ``fast_cnn`` (default): the strong-path recipe of benchmarks/strong_path.py through
+    ``CNATClassifier(head="softmax")`` (FastCNN, CNAT loss at flat l1 0.05, label smoothing 0.2,
+    one-cycle Nesterov SGD, flip + translate augmentation, bf16 where native, flip TTA);
+    ``small_cnn``: the earlier cross-entropy SmallCNN with AdamW.
+    """
+    from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
     from sklearn_cnat.baselines import BaselineClassifier
-    from sklearn_cnat.models import SmallCNN
+    from sklearn_cnat.models import FastCNN, SmallCNN
 
-    x_train, x_test = images
-
-    def run(y):
+    if cfg["dpa_backbone"] == "small_cnn":
         base = BaselineClassifier(SmallCNN, loss="ce", module_kwargs={"width": cfg["dpa_width"]},
                                   max_epochs=cfg["dpa_epochs"], lr=2e-3, batch_size=64, optimizer="adamw",
                                   optimizer_kwargs={"weight_decay": 5e-4})
+        return base, f"SmallCNN width {cfg['dpa_width']}, cross-entropy, {cfg['dpa_epochs']} epochs per part"
+    widths = tuple(cfg["dpa_widths"])
+    base = CNATClassifier(
+        module=FastCNN, module_kwargs=dict(widths=widths, stem=cfg["dpa_stem"]), head="softmax",
+        budget=NoiseBudgetTransformer(pi="onehot", classes=np.arange(K), mapping="flat", radius=cfg["radius"]),
+        max_epochs=cfg["dpa_epochs"], batch_size=cfg["dpa_batch"], lr=cfg["dpa_lr"], optimizer="sgd",
+        optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, lr_schedule="onecycle",
+        label_smoothing=0.2, precision="auto", augment="flip_translate", tta=True)
+    return base, (f"FastCNN widths {'/'.join(map(str, widths))}, CNAT loss (l1 {cfg['radius']:g}), label smoothing "
+                  f"0.2, one-cycle SGD, {cfg['dpa_epochs']} epochs per part")
+
+
+def dpa_networks(images, k, cfg):
+    """DPA (Levine & Feizi 2021) on end-to-end networks: one network per part of an image hash partition."""
+    from sklearn_cnat import PartitionAggregationClassifier
+
+    x_train, x_test = images
+    base, described = dpa_base(cfg)
+
+    def run(y):
         t0 = time.time()
         model = PartitionAggregationClassifier(base, n_partitions=k, classes=np.arange(K),
                                                random_state=cfg["seed"]).fit(x_train, y)
@@ -428,9 +452,9 @@ def dpa_networks(images, k, cfg):
         cert = model.certify(x_test, tier="flip", m=1)
         return cert, t_fit, time.time() - t0
 
-    return Method("DPA", f"DPA networks, k={k}", f"SmallCNN width {cfg['dpa_width']}, {cfg['dpa_epochs']} epochs "
-                  "per part, image hash partition", "any m labels flipped: at most m parts change (P1); "
-                  "under insert/delete divide by 2", run, reannotate=False)
+    return Method("DPA", f"DPA networks, k={k}", f"{described}, image hash partition",
+                  "any m labels flipped: at most m parts change (P1); under insert/delete divide by 2", run,
+                  reannotate=False)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -544,7 +568,8 @@ def run_dpa(data, cfg, meta):
         log(f"dpa {method.name}: top-1 {row['clean_top1']:.4f}, median flips {row['median_flips']:g} "
             f"(fit {t_fit:.0f}s, certify {t_cert:.0f}s)")
     meta["dpa"] = dict(wall_seconds=round(time.time() - t_mode, 1), partitions=list(cfg["dpa_partitions"]),
-                       epochs=cfg["dpa_epochs"], width=cfg["dpa_width"])
+                       backbone=cfg["dpa_backbone"], epochs=cfg["dpa_epochs"],
+                       width=cfg["dpa_width"] if cfg["dpa_backbone"] == "small_cnn" else list(cfg["dpa_widths"]))
     save_flips(cfg, "label_free", flip_certs)
     return out_rows
 
@@ -760,8 +785,10 @@ def config(args):
         logistic_iter=100 if quick else 200, reannotate_logistic=args.reannotate_logistic,
         knn_k=args.knn_k or ((5, 25) if quick else (50, 250, 1000)), rnn_neighbors=25 if quick else 250,
         rosenfeld_q=args.rosenfeld_q or ((0.1,) if quick else (0.1, 0.3)),
-        dpa_partitions=args.dpa_partitions or [], dpa_epochs=args.dpa_epochs or (1 if quick else 4),
-        dpa_width=4 if quick else 16,
+        dpa_partitions=args.dpa_partitions or [], dpa_backbone=args.dpa_backbone,
+        dpa_epochs=args.dpa_epochs or (1 if quick else (4 if args.dpa_backbone == "small_cnn" else 30)),
+        dpa_width=4 if quick else 16, dpa_widths=(8, 16, 32) if quick else (32, 64, 128), dpa_stem=8 if quick else 24,
+        dpa_batch=32 if quick else 64, dpa_lr=0.05 if quick else 0.1,
         families=args.families, ours_alphas=args.ours_alphas or (), alpha=args.alpha,
         quick=quick, split_backbone=args.split_backbone or "extractor",
         split_module_kwargs={"width": 4} if quick else {}, split_epochs=args.split_epochs,
@@ -788,6 +815,9 @@ def parse_args(argv=None):
     p.add_argument("--rosenfeld-q", type=float, nargs="+", default=None)
     p.add_argument("--dpa-partitions", type=int, nargs="*", default=None)
     p.add_argument("--dpa-epochs", type=int, default=None)
+    p.add_argument("--dpa-backbone", default="fast_cnn", choices=["fast_cnn", "small_cnn"],
+                   help="fast_cnn (default): FastCNN with the strong-path recipe through CNATClassifier; "
+                        "small_cnn: the earlier cross-entropy SmallCNN")
     p.add_argument("--split-backbone", default=None, choices=["extractor", "FastCNN", "SmallCNN"],
                    help="extractor (default): the split-mode extractor (and cache) of benchmarks/cifar10n.py, "
                         "FastCNN through CNATClassifier(feature_split=0.5); FastCNN / SmallCNN: "
