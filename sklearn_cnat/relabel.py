@@ -5,7 +5,8 @@ votes for them would raise certified coverage (tier "stochastic") on an
 evaluation set, for the exact ridge engine. The scores are linear in the nominal
 labels (eq. (C1) of docs/certificates.md): ``k`` new votes on row ``i`` move the
 scores of every evaluation point ``x`` by ``h_i(x) (pi'_i - pi_i)`` and the
-Hoeffding variance ``sigma^2`` of (C12) by ``h_i(x)^2 (v'_i - v_i)``.
+Hoeffding variance ``sigma^2`` of (C12) by ``h_i(x)^2 (v'_i - v_i)``. For an estimator
+fitted with ``sample_weight``, ``h_i`` is the weighted influence (C31) (section 9).
 
 ``strategy="expected"`` (the default) takes the expectation over the outcomes of
 the new votes under a vote model, and picks greedily in blocks, so the first picks
@@ -201,17 +202,47 @@ def _new_rows(counts, eps, kind, outcomes):
 # --------------------------------------------------------------------------- expected gain
 
 
-def _influence_factors(F_train, F_eval, alpha):
-    """``G`` (T, d) and ``Fc`` (n, d) with influence ``H = G Fc^T + 1/n`` (eq. (C1))."""
+def _influence_factors(F_train, F_eval, alpha, sample_weight=None):
+    """``G`` (T, d) and ``Fc`` (n, d) with influence ``H = G Fc^T + c``.
+
+    Unweighted (eq. (C1)): ``Fc = F - Fbar``, ``c = 1/n``. With ``sample_weight`` ``w``
+    (eq. (C31), docs/certificates.md section 9): ``Fbar_w = w^T F / S``, ``S = sum_i w_i``,
+    ``A_w = (F - Fbar_w)^T diag(w) (F - Fbar_w) + alpha I``, ``G = (F_eval - Fbar_w) A_w^{-1}``,
+    the returned ``Fc`` is ``Fc_w[i] = w_i (f_i - Fbar_w)`` and the offsets are
+    ``c = w / S`` (:func:`_influence_offsets`).
+    """
     import scipy.linalg
 
     F = np.asarray(F_train, dtype=np.float64)
-    f_mean = F.mean(axis=0)
-    Fc = F - f_mean
-    A = Fc.T @ Fc
+    if sample_weight is None:
+        f_mean = F.mean(axis=0)
+        Fc = F - f_mean
+        A = Fc.T @ Fc
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        f_mean = (w @ F) / w.sum()
+        Fc = F - f_mean
+        Fc_w = Fc * w[:, None]
+        A = Fc_w.T @ Fc
+        A = np.tril(A) + np.tril(A, -1).T
     A[np.diag_indices_from(A)] += alpha
     G = scipy.linalg.cho_solve(scipy.linalg.cho_factor(A, lower=True), (np.asarray(F_eval) - f_mean).T).T
-    return G, Fc
+    return (G, Fc) if sample_weight is None else (G, Fc_w)
+
+
+def _influence_offsets(sample_weight):
+    """Per-row constant ``c`` of ``H = G Fc^T + c``: None for ``1/n`` (unweighted), else ``w / S`` (C31)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return w / w.sum()
+
+
+def _offset(c, n, rows=None):
+    """The offsets of ``rows`` (all when None), or the scalar ``1/n`` when unweighted (``c`` None)."""
+    if c is None:
+        return 1.0 / n
+    return c if rows is None else c[rows]
 
 
 def _margin(scores):
@@ -282,14 +313,18 @@ def _expected_gain(H, S, sigma2, D, dv, P, log_ratio, block=1 << 21):
     return gain / R, slack_gain / R
 
 
-def _gains(G, Fc, cand, S, sigma2, D, dv, P, log_ratio, chunk_size):
-    """:func:`_expected_gain` of the rows ``cand`` over every evaluation point, in chunks."""
+def _gains(G, Fc, cand, S, sigma2, D, dv, P, log_ratio, chunk_size, c=None):
+    """:func:`_expected_gain` of the rows ``cand`` over every evaluation point, in chunks.
+
+    ``c``: the influence offsets of :func:`_influence_offsets` (None: ``1/n``).
+    """
     n = Fc.shape[0]
     gain, slack_gain = np.zeros(len(cand)), np.zeros(len(cand))
     Fc_c, D_c, dv_c, P_c = Fc[cand], D[cand], dv[cand], P[cand]
+    c_c = _offset(c, n, cand)
     for start in range(0, G.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
-        g, sg = _expected_gain(G[sl] @ Fc_c.T + 1.0 / n, S[:, sl], sigma2[sl], D_c, dv_c, P_c, log_ratio)
+        g, sg = _expected_gain(G[sl] @ Fc_c.T + c_c, S[:, sl], sigma2[sl], D_c, dv_c, P_c, log_ratio)
         gain += g
         slack_gain += sg
     return gain, slack_gain
@@ -300,16 +335,18 @@ def _best_first(gain, slack_gain, index):
     return np.lexsort((index, -slack_gain, -gain))
 
 
-def _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block_size, pool, n_scenarios, rng, chunk_size):
+def _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block_size, pool, n_scenarios, rng, chunk_size,
+            c=None):
     """Block-greedy order of the first ``n_pick`` rows, and every row's last computed gain.
 
     After each block the ``n_scenarios`` copies of the evaluation scores take one draw of
     each picked row's new votes (from ``P``), and the ``pool`` best remaining rows (by
-    their last gain) are re-scored against those scenarios.
+    their last gain) are re-scored against those scenarios. ``c``: the influence offsets
+    of :func:`_influence_offsets` (None: ``1/n``).
     """
     n = Fc.shape[0]
     all_rows = np.arange(n)
-    gain, slack_gain = _gains(G, Fc, all_rows, S[None], sigma2, D, dv, P, log_ratio, chunk_size)
+    gain, slack_gain = _gains(G, Fc, all_rows, S[None], sigma2, D, dv, P, log_ratio, chunk_size, c)
     scen = np.repeat(S[None], n_scenarios, axis=0)
     sigma2 = sigma2.copy()
     picked = np.zeros(n, dtype=bool)
@@ -324,13 +361,14 @@ def _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block_size, pool, n_s
         picked[chosen] = True
         if len(order) >= n_pick:
             break
-        H_b = G @ Fc[chosen].T + 1.0 / n  # (T, b)
+        H_b = G @ Fc[chosen].T + _offset(c, n, chosen)  # (T, b)
         u = rng.random_sample((n_scenarios, len(chosen)))
         outcome = np.minimum((u[:, :, None] > cum[chosen][None]).sum(axis=2), P.shape[1] - 1)  # (R, b)
         scen += np.einsum("tb,rbk->rtk", H_b, D[chosen[None, :], outcome])
         sigma2 += (H_b**2) @ dv[chosen]
         rescore = ranked[len(chosen):len(chosen) + pool]
-        gain[rescore], slack_gain[rescore] = _gains(G, Fc, rescore, scen, sigma2, D, dv, P, log_ratio, chunk_size)
+        gain[rescore], slack_gain[rescore] = _gains(G, Fc, rescore, scen, sigma2, D, dv, P, log_ratio, chunk_size,
+                                                    c)
     return np.asarray(order, dtype=np.int64), np.asarray(at_pick), gain, slack_gain
 
 
@@ -350,10 +388,11 @@ def _slack(S, sigma2, log_ratio):
     return top, second, S[rows, top] - S[rows, second] - t, t
 
 
-def _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, weight):
+def _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, weight, c=None):
     """``sum_x weight(x) E[change of slack(x)]`` for new votes on each row, to first order.
 
-    With ``h_j(x) = g_x . fc_j + 1/n`` (C1), the expected slack change of ``x`` is
+    With ``h_j(x) = g_x . fc_j + c_j`` (C1: ``c_j = 1/n``; weighted, (C31): ``c_j = w_j / S``
+    and ``fc_j`` scaled by ``w_j``), the expected slack change of ``x`` is
     ``h_j(x) (d_jc - d_jb) - (log_ratio / t(x)) h_j(x)^2 dv_j`` (``c``, ``b`` the top-2
     classes of ``x``, ``d_j`` the expected change of row ``j``, ``d t / d sigma^2 =
     log_ratio / t``); summed over ``x`` it is a product of small matrices, never ``T x n``.
@@ -369,6 +408,8 @@ def _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, weight):
     dv : ndarray of shape (n,)
     log_ratio : float
     weight : ndarray of shape (T,)
+    c : ndarray of shape (n,) or None, default=None
+        Influence offsets (:func:`_influence_offsets`; None: ``1/n``).
 
     Returns
     -------
@@ -380,10 +421,15 @@ def _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, weight):
     E = np.zeros_like(S)
     E[rows, top] += weight
     E[rows, second] -= weight
-    A = Fc @ (G.T @ E) + E.sum(axis=0) / n  # A_jk = sum_x h_j(x) E_xk
     a = weight * log_ratio / t
-    quad = (np.einsum("nd,de,ne->n", Fc, G.T @ (G * a[:, None]), Fc) + 2.0 / n * (Fc @ (G.T @ a))
-            + a.sum() / n**2)  # sum_x a(x) h_j(x)^2
+    if c is None:
+        A = Fc @ (G.T @ E) + E.sum(axis=0) / n  # A_jk = sum_x h_j(x) E_xk
+        quad = (np.einsum("nd,de,ne->n", Fc, G.T @ (G * a[:, None]), Fc) + 2.0 / n * (Fc @ (G.T @ a))
+                + a.sum() / n**2)  # sum_x a(x) h_j(x)^2
+    else:
+        A = Fc @ (G.T @ E) + np.outer(c, E.sum(axis=0))
+        quad = (np.einsum("nd,de,ne->n", Fc, G.T @ (G * a[:, None]), Fc) + 2.0 * c * (Fc @ (G.T @ a))
+                + c**2 * a.sum())
     return np.sum(d_mean * A, axis=1) - dv * quad
 
 
@@ -396,8 +442,10 @@ def _smoothed_weight(S, sigma2, log_ratio, bandwidth):
     return norm.pdf(slack / scale) / scale
 
 
-def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick, block_size):
+def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick, block_size, c=None):
     """Block-greedy order by the first-order smoothed gain; the state moves by the picks' expected change.
+
+    ``c``: the influence offsets of :func:`_influence_offsets` (None: ``1/n``).
 
     Returns
     -------
@@ -413,7 +461,7 @@ def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick,
     order, at_pick = [], []
     while True:
         gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio,
-                                 _smoothed_weight(S, sigma2, log_ratio, bandwidth))
+                                 _smoothed_weight(S, sigma2, log_ratio, bandwidth), c)
         if len(order) >= n_pick:
             break
         free = np.flatnonzero(~picked)
@@ -421,11 +469,11 @@ def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick,
         order.extend(chosen.tolist())
         at_pick.extend(gain[chosen].tolist())
         picked[chosen] = True
-        H_b = G @ Fc[chosen].T + 1.0 / n
+        H_b = G @ Fc[chosen].T + _offset(c, n, chosen)
         S += H_b @ d_mean[chosen]
         sigma2 += (H_b**2) @ dv[chosen]
     uncertified = (_slack(S, sigma2, log_ratio)[2] <= 0).astype(np.float64)
-    slack_gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, uncertified)
+    slack_gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, uncertified, c)
     return np.asarray(order, dtype=np.int64), np.asarray(at_pick), gain, slack_gain
 
 
@@ -446,7 +494,7 @@ def _vote_law(estimator, budget, vote_model):
     if vote_model == "plurality":
         return {"vote_law": np.eye(K)[budget.labels]}
     loo = _ridge_loo_scores(estimator.train_features_, budget.pi, estimator.alpha_, estimator.coef_,
-                            estimator.intercept_)
+                            estimator.intercept_, _head_weights(estimator))
     prior = softmax(loo / estimator.temperature_, axis=1)
     if vote_model == "model":
         return {"vote_law": prior}
@@ -465,7 +513,12 @@ def suggest_relabels(estimator, X_eval, n=None, *, k=2, delta=0.05, strategy="ex
     Parameters
     ----------
     estimator : CNATClassifier
-        Fitted with ``head="ridge"`` (the exact engine).
+        Fitted with ``head="ridge"`` (the exact engine), with or without ``sample_weight``.
+        With weights ``w`` both strategies use the weighted head's influence, eq. (C31) of
+        docs/certificates.md (section 9): ``h_i(x) = w_i [(x - Fbar_w)^T A_w^{-1}
+        (f_i - Fbar_w) + 1/S]``, ``S = sum_i w_i``, so a row of weight 0 has no influence
+        (gain 0), and the leave-one-out probabilities of the vote models are the weighted
+        ones (C34).
     X_eval : array-like
         Evaluation inputs whose certified coverage should rise (e.g. unlabelled
         deployment data or a validation split).
@@ -578,11 +631,6 @@ default="confusion"
         raise CNATValueError(f"bandwidth must be a positive float or None, got {bandwidth!r}")
     if not (isinstance(n_scenarios, (int, np.integer)) and n_scenarios >= 1):
         raise CNATValueError(f"n_scenarios must be a positive integer, got {n_scenarios!r}")
-    if strategy == "expected" and _head_weights(estimator) is not None:
-        raise CNATValueError("strategy='expected' does not read sample weights yet (its influence factors are "
-                             "those of the unweighted head); the estimator was fitted with sample_weight, so use "
-                             "strategy='assumed', which ranks with the weighted head (docs/certificates.md, "
-                             "section 9)")
     budget = _head_budget(estimator)
     pi, counts = budget.pi, budget.counts
     n_train, K = pi.shape
@@ -598,21 +646,28 @@ default="confusion"
         P = _outcome_probs(outcomes, **_vote_law(estimator, budget, vote_model))
         new_pi, new_v = _new_rows(counts, eps, kind, outcomes)
         D, dv = new_pi - pi[:, None, :], new_v - v
-        G, Fc = _influence_factors(estimator.train_features_, F_eval, estimator.alpha_)
-        S = G @ (Fc.T @ pi) + pi.mean(axis=0)  # (C1): sum_i h_i pi_i
+        w = _head_weights(estimator)
+        G, Fc = _influence_factors(estimator.train_features_, F_eval, estimator.alpha_, w)
+        c = _influence_offsets(w)
+        if c is None:
+            S = G @ (Fc.T @ pi) + pi.mean(axis=0)  # (C1): sum_i h_i pi_i
+            c_col = np.full((n_train, 1), 1.0 / n_train)
+        else:
+            S = G @ (Fc.T @ pi) + (w @ pi) / w.sum()  # (C31): sum_i h_i pi_i
+            c_col = c[:, None]
         Y = np.concatenate([G, np.ones((len(G), 1))], axis=1)
-        Z = np.concatenate([Fc, np.full((n_train, 1), 1.0 / n_train)], axis=1)
+        Z = np.concatenate([Fc, c_col], axis=1)
         sigma2 = np.einsum("td,de,te->t", Y, Z.T @ (Z * v[:, None]), Y)  # sum_i h_i^2 v_i
         n_pick = 0 if n is None else min(int(n), n_train)
         block = max(1, math.ceil(n_pick / 50)) if block_size is None else int(block_size)
         if bandwidth is None:
             rng = check_random_state(random_state)
             order, at_pick, gain, slack_gain = _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block,
-                                                       4 * block, int(n_scenarios), rng, chunk_size)
+                                                       4 * block, int(n_scenarios), rng, chunk_size, c)
         else:
             d_mean = np.einsum("jo,jok->jk", P, D)  # E[pi'_j - pi_j], exact over the outcomes
             order, at_pick, gain, slack_gain = _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio,
-                                                                float(bandwidth), n_pick, block)
+                                                                float(bandwidth), n_pick, block, c)
         rest = np.setdiff1d(np.arange(n_train), order)
         rest = rest[_best_first(gain[rest], slack_gain[rest], rest)]
         rows = np.concatenate([order, rest])

@@ -91,8 +91,6 @@ def test_gain_reads_the_sample_weights():
     w = np.random.RandomState(1).uniform(0.2, 3.0, len(X))
     clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
                                                                                                   sample_weight=w)
-    with pytest.raises(CNATValueError, match="strategy='expected' does not read sample weights"):
-        suggest_relabels(clf, Xe, k=2)
     ranking = suggest_relabels(clf, Xe, k=2, strategy="assumed")
     base = certify_ridge(clf.train_features_, clf.budget_, Xe, alpha=5.0, tier="stochastic",
                          sample_weight=w).certified.sum()
@@ -119,15 +117,15 @@ def _tiny(seed, n=10, K=3, T=60):
     return X, votes, Xe, rng.dirichlet(np.ones(K), size=n), y
 
 
-def _n_certified(clf, Xe, counts, delta):
-    """Refit the ridge head on ``counts`` (vote mean) and count the certified points."""
+def _n_certified(clf, Xe, counts, delta, sample_weight=None):
+    """Refit the ridge head on ``counts`` (vote mean, weighted by ``sample_weight``) and count the certified points."""
     budget = NoiseBudget(pi=counts / counts.sum(axis=1, keepdims=True), r=clf.budget_.r, rho=clf.budget_.rho,
                          classes_=clf.budget_.classes_, counts=counts, p_error=clf.budget_.p_error)
     return int(certify_ridge(clf.train_features_, budget, Xe, alpha=clf.alpha_, tier="stochastic",
-                             delta=delta).certified.sum())
+                             delta=delta, sample_weight=sample_weight).certified.sum())
 
 
-def _brute_force_gain(clf, Xe, law, rows, delta):
+def _brute_force_gain(clf, Xe, law, rows, delta, sample_weight=None):
     """E[certified after one new vote on each of ``rows``] - certified now, by enumeration of the votes."""
     import itertools
 
@@ -141,8 +139,8 @@ def _brute_force_gain(clf, Xe, law, rows, delta):
         counts = counts0.copy()
         for i, a in zip(rows, outcome):
             counts[i, a] += 1
-        total += prob * _n_certified(clf, Xe, counts, delta)
-    return total - _n_certified(clf, Xe, counts0, delta)
+        total += prob * _n_certified(clf, Xe, counts, delta, sample_weight)
+    return total - _n_certified(clf, Xe, counts0, delta, sample_weight)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 8])
@@ -283,3 +281,122 @@ def test_first_order_gain_matches_the_dense_sum_and_the_smoothed_coverage():
     j = int(np.argmax(np.abs(gain)))
     eps = 1e-6
     assert (smoothed(eps, j) - smoothed(-eps, j)) / (2 * eps) == pytest.approx(gain[j], rel=1e-4)
+
+
+# --------------------------------------------------------------------------- strategy="expected" with weights
+
+
+@pytest.mark.parametrize("seed", [1, 2, 8])
+def test_weighted_expected_gain_matches_enumerating_refitting_and_certifying(seed):
+    """Exact mode on a weighted fit: the weighted influence (C31) against refitting the weighted head."""
+    X, votes, Xe, law, _ = _tiny(seed)
+    w = np.random.RandomState(seed).uniform(0.2, 3.0, len(X))
+    w[seed % len(X)] = 0.0
+    clf = CNATClassifier(head="ridge", alpha=1.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
+                                                                                                  sample_weight=w)
+    ranking = suggest_relabels(clf, Xe, k=1, delta=0.3, vote_model=law, bandwidth=None).set_index("index")
+    assert ranking.shape[0] == len(X) and (ranking["coverage_gain"] != 0).any()
+    for i in range(len(X)):
+        expected = _brute_force_gain(clf, Xe, law, [i], 0.3, w) / len(Xe)
+        assert ranking.loc[i, "coverage_gain"] == pytest.approx(expected, abs=1e-10)
+    assert ranking.loc[seed % len(X), "coverage_gain"] == 0.0
+    # two votes of the (weighted leave-one-out) confusion model, on the best row
+    from sklearn_cnat.relabel import _outcome_probs, _vote_law, _vote_outcomes
+
+    outcomes = _vote_outcomes(3, 2)
+    P = _outcome_probs(outcomes, **_vote_law(clf, clf.budget_, "confusion"))
+    ranking = suggest_relabels(clf, Xe, k=2, delta=0.3, bandwidth=None).set_index("index")
+    i = int(ranking.index[0])
+    counts0 = clf.budget_.counts.astype(int)
+    total = sum(prob * _n_certified(clf, Xe, counts0 + np.eye(len(X), dtype=int)[:, [i]] * o, 0.3, w)
+                for o, prob in zip(outcomes, P[i]))
+    gain = (total - _n_certified(clf, Xe, counts0, 0.3, w)) / len(Xe)
+    assert ranking.loc[i, "coverage_gain"] == pytest.approx(gain, abs=1e-10)
+
+
+def test_weighted_vote_models_use_the_weighted_leave_one_out():
+    from scipy.special import softmax
+
+    from sklearn_cnat._calibration import _ridge_loo_scores
+    from sklearn_cnat.relabel import _expected_new_votes, _vote_law
+
+    X, votes, Xe = _problem(seed=5, n=60)
+    w = np.random.RandomState(5).uniform(0.2, 3.0, len(X))
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
+                                                                                                  sample_weight=w)
+    b = clf.budget_
+    loo = _ridge_loo_scores(clf.train_features_, b.pi, clf.alpha_, clf.coef_, clf.intercept_, w)
+    law = _vote_law(clf, b, "model")["vote_law"]
+    np.testing.assert_allclose(law, softmax(loo / clf.temperature_, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(law, _expected_new_votes(clf, "model", b.labels), rtol=1e-12)
+    unweighted = _ridge_loo_scores(clf.train_features_, b.pi, clf.alpha_, clf.coef_, clf.intercept_)
+    assert not np.allclose(law, softmax(unweighted / clf.temperature_, axis=1))
+
+
+@pytest.mark.parametrize("bandwidth", [None, 1.0])
+def test_zero_weight_row_has_no_gain(bandwidth):
+    X, votes, Xe = _problem(seed=6, n=80)
+    w = np.random.RandomState(6).uniform(0.2, 3.0, len(X))
+    zero = [3, 17, 40]
+    w[zero] = 0.0
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
+                                                                                                  sample_weight=w)
+    full = suggest_relabels(clf, Xe, k=2, bandwidth=bandwidth, random_state=0).set_index("index")
+    assert (full.loc[zero, "coverage_gain"] == 0).all() and (full.loc[zero, "slack_gain"] == 0).all()
+    assert (full["coverage_gain"] != 0).any()
+    greedy = suggest_relabels(clf, Xe, n=20, k=2, bandwidth=bandwidth, block_size=4, random_state=0)
+    assert (greedy.set_index("index").reindex(zero)["coverage_gain"].fillna(0) == 0).all()
+
+
+@pytest.mark.parametrize("bandwidth", [None, 1.0])
+def test_equal_weights_scale_out(bandwidth):
+    """Weights 3 with alpha 3a are the unweighted learner with alpha a (section 9): the same ranking and gains."""
+    X, votes, Xe = _problem(seed=7, n=80)
+    law = np.random.RandomState(7).dirichlet(np.ones(3), size=len(X))
+    budget = NoiseBudgetTransformer(pi="votes")
+    plain = CNATClassifier(head="ridge", alpha=2.0, budget=budget).fit(X, votes)
+    weighted = CNATClassifier(head="ridge", alpha=6.0, budget=budget).fit(X, votes,
+                                                                          sample_weight=np.full(len(X), 3.0))
+    for n in (None, 25):
+        a, b = (suggest_relabels(clf, Xe, n=n, k=2, vote_model=law, bandwidth=bandwidth, block_size=5,
+                                 random_state=0) for clf in (plain, weighted))
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_allclose(b["coverage_gain"], a["coverage_gain"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b["slack_gain"], a["slack_gain"], rtol=1e-9, atol=1e-9)
+
+
+def test_weighted_first_order_gain_matches_the_dense_influence():
+    import math
+
+    from sklearn_cnat.certificates._ridge import _ridge_influence
+    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _influence_offsets, _slack, \
+        _smoothed_weight
+
+    X, votes, Xe = _problem(seed=4)
+    w = np.random.RandomState(4).uniform(0.2, 3.0, len(X))
+    w[[0, 9]] = 0.0
+    clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes,
+                                                                                                  sample_weight=w)
+    pi = clf.budget_.pi
+    n, K = pi.shape
+    v = 1.0 / clf.budget_.counts.sum(axis=1)
+    F_eval = clf.feature_map(Xe)
+    G, Fc = _influence_factors(clf.train_features_, F_eval, clf.alpha_, w)
+    c = _influence_offsets(w)
+    H = G @ Fc.T + c
+    dense_H = np.concatenate(list(_ridge_influence(clf.train_features_, F_eval, clf.alpha_, sample_weight=w)))
+    np.testing.assert_allclose(H, dense_H, atol=1e-12)  # (C31)
+    assert np.all(H[:, [0, 9]] == 0)
+    np.testing.assert_allclose(H.sum(axis=1), 1.0, atol=1e-12)
+    S, sigma2 = H @ pi, (H**2) @ v
+    np.testing.assert_allclose(S, F_eval @ clf.coef_ + clf.intercept_, atol=1e-9)
+    rng = np.random.RandomState(0)
+    d_mean = rng.dirichlet(np.ones(K), size=n) - pi
+    dv = -v / 3
+    log_ratio = math.log((K - 1) / 0.05)
+    wt = _smoothed_weight(S, sigma2, log_ratio, 3.0)
+    top, second, slack, t = _slack(S, sigma2, log_ratio)
+    dense = (wt[:, None] * (H * (d_mean[:, top] - d_mean[:, second]).T - log_ratio / t[:, None] * H**2 * dv)).sum(0)
+    gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, wt, c)
+    np.testing.assert_allclose(gain, dense, rtol=1e-8, atol=1e-12)
+    assert gain[0] == gain[9] == 0.0
