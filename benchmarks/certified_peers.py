@@ -178,7 +178,7 @@ def features_split_estimator(data, cfg, meta):
     backbone = getattr(models, cfg["split_backbone"])
     key = c10._key(kind="peers_split", src=data["source"], backbone=cfg["split_backbone"], epochs=epochs,
                    kwargs=cfg["split_module_kwargs"], lr=cfg["split_lr"], batch=cfg["split_batch"], seed=cfg["seed"],
-                   test=cfg["test_idx"].tolist())
+                   test=cfg["test_idx"].tolist(), **({"whiten": True} if cfg["split_backbone"] == "FastCNN" else {}))
 
     def compute():
         clf = CNATClassifier(module=backbone, module_kwargs=cfg["split_module_kwargs"], head="ridge", alpha=1.0,

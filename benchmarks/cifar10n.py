@@ -139,12 +139,13 @@ def split_extractor(data, labels, cfg, *, evidence="labels"):
 
     pi = "votes" if evidence == "votes" else "onehot"
     clf = CNATClassifier(
-        module=FastCNN, module_kwargs=dict(widths=tuple(cfg["widths"]), stem=cfg["stem"]), head="ridge", alpha=1.0,
+        module=FastCNN, module_kwargs=dict(widths=tuple(cfg["widths"]), stem=cfg["stem"], whiten=cfg["whiten"]),
+        head="ridge", alpha=1.0,
         budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K), mapping="flat", radius=cfg["radius"]),
         feature_split=0.5, max_epochs=cfg["extractor_epochs"], batch_size=cfg["extractor_batch"],
         lr=cfg["extractor_lr"], optimizer="sgd",
         optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, lr_schedule="onecycle",
-        label_smoothing=cfg["extractor_smoothing"], precision="auto", augment="flip_translate", tta=True,
+        label_smoothing=cfg["extractor_smoothing"], precision="auto", augment="flip_translate", tta=cfg["tta"],
         device=cfg["device"], random_state=cfg["seed"])
     t0 = time.time()
     clf.fit(data["x_train"], labels)
@@ -521,7 +522,8 @@ def split_features(data, ext_noise, cfg):
     key = _key(kind="split_estimator", src=data["source"], noise=ext_noise, epochs=cfg["extractor_epochs"],
                widths=cfg["widths"], stem=cfg["stem"], seed=cfg["seed"], lr=cfg["extractor_lr"],
                bs=cfg["extractor_batch"], smoothing=cfg["extractor_smoothing"], radius=cfg["radius"],
-               n_test=len(data["y_test"]))
+               n_test=len(data["y_test"]),
+               **({"whiten": True} if cfg["whiten"] else {}), **({} if cfg["tta"] == "flip" else {"tta": cfg["tta"]}))
 
     def compute():
         log(f"split: training the extractor (CNATClassifier(feature_split=0.5), FastCNN {tuple(cfg['widths'])}) "
@@ -980,7 +982,7 @@ def extractor_config(quick, epochs=None):
     """Settings of :func:`split_extractor` (and its cache key), shared with benchmarks/certified_peers.py."""
     return dict(extractor_epochs=epochs or (1 if quick else 16), extractor_lr=0.05 if quick else 0.1,
                 extractor_batch=64 if quick else 256, extractor_smoothing=0.2,
-                widths=(8, 16, 32) if quick else (64, 256, 256), stem=8 if quick else 24)
+                widths=(8, 16, 32) if quick else (64, 256, 256), stem=8 if quick else 24, whiten=True, tta="flip")
 
 
 def config(args):

@@ -64,7 +64,9 @@ def throughput(steps=4, batch=256):
     from sklearn_cnat.models import FastCNN, SmallCNN, resnet18
 
     rows = []
-    for name, make in (("FastCNN", FastCNN), ("SmallCNN", SmallCNN), ("resnet18", resnet18)):
+    backbones = (("FastCNN", FastCNN), ("FastCNN (whiten=False)", lambda **kw: FastCNN(whiten=False, **kw)),
+                 ("SmallCNN", SmallCNN), ("resnet18", resnet18))
+    for name, make in backbones:
         for precision, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
             torch.manual_seed(0)
             net = make(num_classes=10).to(memory_format=torch.channels_last).train()

@@ -30,6 +30,7 @@ def _item_input(item):
 @torch.no_grad()
 def _evaluate(module, batches, *, features, tta):
     """Logits and (optionally) head inputs for an iterable of input batches, in eval mode."""
+    from ._augment import _tta_views
     from .models import find_last_linear
 
     dev = _module_device(module)
@@ -44,18 +45,18 @@ def _evaluate(module, batches, *, features, tta):
     try:
         for xb in batches:
             xb = xb.to(dev)
-            views = [xb, xb.flip(-1)] if tta else [xb]
+            views = _tta_views(xb, tta)
             outs = []
-            for view in views:
+            for view, _ in views:
                 n_before = len(captured)
                 outs.append(module(view).detach().reshape(len(view), -1).to("cpu", torch.float64))
                 if features and len(captured) != n_before + 1:
                     raise RuntimeError("the module's last torch.nn.Linear layer must run exactly once per "
                                        "forward pass for the feature map to be defined")
-            logits.append(sum(outs) / len(outs))
+            logits.append(_weighted_mean(outs, views))
             if features:
                 views_f = [captured.pop().to("cpu", torch.float64) for _ in views][::-1]
-                feats.append(sum(views_f) / len(views_f))
+                feats.append(_weighted_mean(views_f, views))
     finally:
         if hook is not None:
             hook.remove()
@@ -63,6 +64,12 @@ def _evaluate(module, batches, *, features, tta):
     out_logits = torch.cat(logits).numpy() if logits else np.zeros((0, 0))
     out_feats = (torch.cat(feats).numpy() if feats else np.zeros((0, 0))) if features else None
     return out_logits, out_feats
+
+
+def _weighted_mean(outs, views):
+    if len(outs) == 1:
+        return outs[0]
+    return sum(w * o for o, (_, w) in zip(outs, views))
 
 
 def _forward_per_point(module, dataset, *, features=False, tta=False):
@@ -77,9 +84,11 @@ def _forward_per_point(module, dataset, *, features=False, tta=False):
         Item ``i`` is the input of point ``i`` or a tuple whose first item is that input.
     features : bool, default=False
         Also return the input of the module's last ``torch.nn.Linear`` layer.
-    tta : bool, default=False
-        Average over the image and its horizontal flip (the pair is evaluated as one
-        batch of two, fixed by the point alone).
+    tta : {False, "flip", "flip_translate"}, default=False
+        Test-time views averaged with the weights of ``sklearn_cnat._augment._tta_views``
+        (``"flip"``: the image and its mirror image; ``"flip_translate"``: also both
+        translated by one pixel each way). Each view is a forward pass of its own, fixed
+        by the point alone.
 
     Returns
     -------

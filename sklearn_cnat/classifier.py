@@ -80,6 +80,25 @@ def _recalibrate_net_batchnorm(net, dataset):
     recalibrate_batchnorm(net.module_, net.get_iterator(dataset, training=False), device=net.device)
 
 
+_DATA_INIT_ROWS = 4096
+
+
+def _init_from_data(module, dataset, seed):
+    """Call ``module.init_from_data(x)`` (when it has one) on a seeded sample of the training inputs."""
+    init = getattr(module, "init_from_data", None)
+    if not callable(init):
+        return
+    n = len(dataset)
+    rows = np.arange(n)
+    if n > _DATA_INIT_ROWS:
+        rows = np.sort(np.random.RandomState(seed if seed is not None else None).choice(
+            n, _DATA_INIT_ROWS, replace=False))
+    from ._inference import _module_device
+
+    x = torch.stack([dataset[int(i)][0] for i in rows]).to(_module_device(module))
+    init(x)
+
+
 def _is_torch_dataset(X):
     return isinstance(X, Dataset) and not isinstance(X, torch.Tensor)
 
@@ -320,8 +339,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         embeddings from a frozen foundation model). A class or factory is called
         with ``num_classes`` (and ``in_channels`` when it accepts it) set from the
         data plus ``module_kwargs``; an instance is deep-copied and must output
-        ``K`` logits. ``sklearn_cnat.models.resnet18``/``SmallCNN`` and
-        ``torchvision.models.resnet18`` all work.
+        ``K`` logits. ``sklearn_cnat.models.resnet18``/``SmallCNN``/``FastCNN`` and
+        ``torchvision.models.resnet18`` all work. A module with a method
+        ``init_from_data(x)`` gets it called, before its backbone trains, with up to
+        4,096 seeded training inputs (images only, never labels; in split mode
+        backbone rows only): :class:`~sklearn_cnat.models.FastCNN` sets its
+        patch-whitening stem from them.
     budget : NoiseBudgetTransformer or None, default=None
         Turns ``y`` into per-example budgets; nested, so ``budget__mapping`` etc.
         are tunable. ``None`` means ``NoiseBudgetTransformer()``.
@@ -402,11 +425,14 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         translation by up to 2 pixels with reflect padding). ``"auto"``: flip and
         translate for colour images of at least 16 x 16 pixels, nothing otherwise. A
         callable receives ``(batch, generator)`` and returns the batch.
-    tta : {"auto", True, False}, default="auto"
-        Flip test-time augmentation: served logits and features are the mean over the
-        image and its mirror image (``predict_proba``, ``decision_function``,
-        ``feature_map``, certificates, and the head's training features). ``"auto"``:
-        on when ``augment`` flips.
+    tta : {"auto", True, False, "flip", "flip_translate"}, default="auto"
+        Test-time augmentation of served logits and features (``predict_proba``,
+        ``decision_function``, ``feature_map``, certificates, and the head's training
+        features). ``"flip"`` (or ``True``): the mean over the image and its mirror
+        image. ``"flip_translate"``: airbench94's multi-crop evaluation, those two
+        (weight 1/4 each) and both translated by one pixel up-left and down-right
+        (reflect padding, 1/8 each): three times the evaluations. ``"auto"``:
+        ``"flip"`` when ``augment`` flips, else off.
     lr_schedule : {None, "onecycle", "cosine"}, default=None
         Per-step learning-rate factor: linear warm-up over the first 20 % of the steps,
         then linear (``"onecycle"``) or cosine decay to 0
@@ -452,8 +478,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     sample_weight_ : ndarray of shape (n_samples,) or None
         The validated ``sample_weight`` of ``fit`` (None when not given); the head rows'
         weights enter the ridge head and its certificates (docs/certificates.md, section 9).
-    tta_ : bool
-        Whether served outputs use flip test-time augmentation.
+    tta_ : False, "flip" or "flip_translate"
+        The test-time views of served outputs.
     scope_ : {"model", "head"}
         What the certificates cover (``scope``): "model" when the features do not
         depend on the training labels, "head" when they may (the statement is then
@@ -872,6 +898,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 torch.manual_seed(seed)
             net = self._build_net(inputs, k, seed, n_train=len(backbone_rows), augment_fn=augment_fn)
             self._check_module_output(net, dataset, k)
+            if self.max_epochs and self.train_backbone:
+                _init_from_data(net.module_, dataset, seed)
             if net.channels_last:
                 net.module_.to(memory_format=torch.channels_last)
             if self.max_epochs and self.train_backbone:

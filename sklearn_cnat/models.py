@@ -80,7 +80,7 @@ def _conv_bn_gelu(c_in, c_out, pool=False):
 class FastCNN(nn.Module):
     """An airbench-class CIFAR backbone (after Jordan, "94% on CIFAR-10 in 3.29 seconds", 2024).
 
-    A 3x3 stem, then three blocks of conv - max-pool - BatchNorm - GELU - conv -
+    A stem, then three blocks of conv - max-pool - BatchNorm - GELU - conv -
     BatchNorm - GELU, a global max-pool and a linear head (zero-initialised, so the
     loss starts at ``log K``). Seven convolutions; with the default widths it is the
     size of airbench94's network.
@@ -94,18 +94,34 @@ class FastCNN(nn.Module):
         ``widths[-1]`` dimensions.
     stem : int, default=24
         Channels of the stem convolution.
+    whiten : bool, default=True
+        Stem as airbench94's: a fixed 2 x 2 patch-whitening convolution (no padding)
+        followed by GELU, whose weights :meth:`init_from_data` sets from training images
+        (:class:`~sklearn_cnat.CNATClassifier` calls it before training) and which never
+        train (its bias does). ``stem`` must then be even and at most
+        ``8 * in_channels``. ``False``: a trained 3 x 3 conv - BatchNorm - GELU stem.
 
     Notes
     -----
-    Input ``(n, in_channels, H, W)`` with ``H, W >= 8``; output ``(n, num_classes)``.
+    Input ``(n, in_channels, H, W)`` with ``H, W >= 9`` (``>= 8`` without whitening);
+    output ``(n, num_classes)``.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, widths=(64, 256, 256), stem=24):
+    def __init__(self, num_classes=10, in_channels=3, widths=(64, 256, 256), stem=24, whiten=True):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 1 or min(widths) < 1 or stem < 1:
             raise CNATValueError(f"widths and stem must be positive, got widths={widths}, stem={stem}")
-        layers = _conv_bn_gelu(in_channels, stem)
+        self.whiten = bool(whiten)
+        if self.whiten:
+            if stem % 2 or stem > 8 * in_channels:
+                raise CNATValueError(f"whiten=True needs an even stem of at most 8 * in_channels = "
+                                     f"{8 * in_channels} channels (2 x 2 patches and their negatives), got {stem}")
+            conv = nn.Conv2d(in_channels, stem, kernel_size=2, padding=0, bias=True)
+            conv.weight.requires_grad_(False)
+            layers = [conv, nn.GELU()]
+        else:
+            layers = _conv_bn_gelu(in_channels, stem)
         c = stem
         for w in widths:
             layers += _conv_bn_gelu(c, w, pool=True) + _conv_bn_gelu(w, w)
@@ -117,6 +133,50 @@ class FastCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.features(x))
+
+    @torch.no_grad()
+    def init_from_data(self, x, eps=5e-4):
+        """Set the whitening stem from images (no labels): a no-op when ``whiten=False``.
+
+        With ``mu`` and ``C`` the mean and covariance of the 2 x 2 patches of ``x``
+        (``d = 4 * in_channels`` values each) and ``(lambda_j, v_j)`` the ``stem / 2``
+        leading eigenpairs of ``C``, the filters are ``+-v_j / sqrt(lambda_j + eps *
+        mean(lambda))`` and the biases ``-+v_j . mu / sqrt(...)``: the stem outputs
+        centred, decorrelated patch coordinates of unit variance, and their negatives.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, in_channels, H, W)
+            Training images, as the network sees them.
+        eps : float, default=5e-4
+            Regulariser of small eigenvalues, relative to their mean.
+
+        Returns
+        -------
+        self
+        """
+        if not self.whiten:
+            return self
+        conv = self.features[0]
+        c, kh, kw = conv.weight.shape[1:]
+        x = torch.as_tensor(x).to(conv.weight.device, torch.float64)
+        if x.ndim != 4 or x.shape[1] != c or x.shape[2] < kh or x.shape[3] < kw:
+            raise CNATValueError(f"init_from_data needs images of shape (n, {c}, H >= {kh}, W >= {kw}), "
+                                 f"got {tuple(x.shape)}")
+        patches = x.unfold(2, kh, 1).unfold(3, kw, 1)  # (n, c, H', W', kh, kw)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
+        mu = patches.mean(0)
+        centred = patches - mu
+        cov = centred.T @ centred / max(len(patches) - 1, 1)
+        lam, vec = torch.linalg.eigh(cov)
+        half = conv.weight.shape[0] // 2
+        lam, vec = lam.flip(0)[:half].clamp_min(0.0), vec.flip(1)[:, :half]
+        scale = eps * float(lam.mean()) if float(lam.mean()) > 0 else eps
+        filters = (vec / torch.sqrt(lam + scale)).T  # (half, c * kh * kw)
+        weight = torch.cat([filters, -filters]).reshape(-1, c, kh, kw)
+        conv.weight.copy_(weight.to(conv.weight.dtype))
+        conv.bias.copy_((-weight.reshape(len(weight), -1) @ mu).to(conv.bias.dtype))
+        return self
 
 
 def fast_cnn(num_classes=10, in_channels=3, **kwargs):

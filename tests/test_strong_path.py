@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
-from sklearn_cnat._augment import _flip_translate, _resolve_augment, _resolve_tta
+from sklearn_cnat._augment import _flip_translate, _resolve_augment, _resolve_tta, _tta_views
 from sklearn_cnat._precision import _autocast_dtype, _cpu_has_native_bf16
 from sklearn_cnat.callbacks import WarmupDecay
 from sklearn_cnat.exceptions import CNATValueError
@@ -87,10 +87,97 @@ def test_augment_and_tta_resolution():
         _resolve_augment("flip", "features", None)
     with pytest.raises(CNATValueError, match="augment must be"):
         _resolve_augment("rotate", "images", (3, 32, 32))
-    assert _resolve_tta("auto", _resolve_augment("flip", "images", (3, 32, 32)), "images")
+    assert _resolve_tta("auto", _resolve_augment("flip", "images", (3, 32, 32)), "images") == "flip"
+    assert _resolve_tta("auto", _resolve_augment("flip_translate", "images", (3, 32, 32)), "images") == "flip"
+    assert _resolve_tta("flip_translate", None, "images") == "flip_translate"
     assert not _resolve_tta("auto", _resolve_augment("translate", "images", (3, 32, 32)), "images")
+    assert _resolve_tta(True, None, "images") == "flip" and _resolve_tta(False, None, "images") is False
     with pytest.raises(CNATValueError, match="tta"):
         _resolve_tta(True, None, "features")
+    with pytest.raises(CNATValueError, match="tta must be"):
+        _resolve_tta("rotate", None, "images")
+
+
+def test_flip_translate_tta_is_the_weighted_mean_of_six_views():
+    x = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    views = _tta_views(x, "flip_translate")
+    assert len(views) == 6 and sum(w for _, w in views) == 1.0
+    assert torch.equal(views[1][0], x.flip(-1))
+    # one pixel up-left: the view's pixel (i, j) is the image's (i - 1, j - 1) inside the image
+    assert torch.equal(views[2][0][..., 1:, 1:], x[..., :-1, :-1])
+    assert torch.equal(views[4][0][..., :-1, :-1], x[..., 1:, 1:])
+    X, votes, _ = _images(60, seed=5)
+    clf = CNATClassifier(module=FastCNN, module_kwargs=TINY, max_epochs=1, augment="flip_translate",
+                         tta="flip_translate", head="softmax", random_state=0).fit(X, votes)
+    assert clf.tta_ == "flip_translate"
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        xb = torch.as_tensor(X[:3])
+        expected = sum(w * module(v).double() for v, w in _tta_views(xb, "flip_translate")).numpy()
+    np.testing.assert_allclose(clf.decision_function(X[:3]), expected, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(clf.predict(X[:3]), expected.argmax(1))
+
+
+def _patch_covariance(x, k=2):
+    """Mean and covariance (ddof 1) of the k x k patches of NCHW images, by explicit loops."""
+    x = np.asarray(x, dtype=np.float64)
+    n, c, h, w = x.shape
+    rows = [x[i, :, a:a + k, b:b + k].reshape(-1) for i in range(n) for a in range(h - k + 1) for b in range(w - k + 1)]
+    P = np.array(rows)
+    return P.mean(0), np.cov(P.T)
+
+
+def test_fast_cnn_whitening_stem_whitens_patches():
+    rng = np.random.default_rng(0)
+    base = rng.random((12, 3, 9, 9))
+    x = base + 0.8 * np.roll(base, 1, axis=-1) + 0.5 * base[:, :1]  # correlated pixels and channels
+    m = FastCNN(widths=(8, 8, 8), stem=16).init_from_data(torch.tensor(x, dtype=torch.float32))
+    out = m.features[0](torch.tensor(x, dtype=torch.float32)).detach().double()  # (12, 16, 8, 8)
+    z = out.permute(0, 2, 3, 1).reshape(-1, 16).numpy()
+    np.testing.assert_allclose(z[:, 8:], -z[:, :8], atol=1e-6)  # filters and their negatives
+    mu, cov = _patch_covariance(x)
+    lam = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    expected = lam[:8] / (lam[:8] + 5e-4 * lam[:8].mean())
+    np.testing.assert_allclose(z[:, :8].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.cov(z[:, :8].T), np.diag(expected), atol=1e-4)  # the 8 leading directions
+    assert not m.features[0].weight.requires_grad and m.features[0].bias.requires_grad
+    with pytest.raises(CNATValueError, match="even stem"):
+        FastCNN(stem=25)
+    with pytest.raises(CNATValueError, match="even stem"):
+        FastCNN(stem=26)
+    with pytest.raises(CNATValueError, match="init_from_data needs images"):
+        m.init_from_data(torch.zeros(2, 1, 9, 9))
+    plain = FastCNN(widths=(8, 8, 8), stem=8, whiten=False)
+    w0 = plain.features[0].weight.clone()
+    assert plain.init_from_data(torch.tensor(x, dtype=torch.float32)) is plain  # no whitening stem: a no-op
+    assert torch.equal(plain.features[0].weight, w0)
+
+
+class _RecordingFastCNN(FastCNN):
+    seen = []
+
+    def init_from_data(self, x, eps=5e-4):
+        type(self).seen.append(x.detach().cpu().numpy().copy())
+        return super().init_from_data(x, eps=eps)
+
+
+def test_estimator_initialises_the_stem_from_backbone_images_only_and_never_trains_it():
+    X, votes, _ = _images(80, seed=7)
+    _RecordingFastCNN.seen = []
+    clf = CNATClassifier(module=_RecordingFastCNN, module_kwargs=TINY, max_epochs=2, feature_split=0.5,
+                         random_state=0).fit(X, votes)
+    (seen,) = _RecordingFastCNN.seen
+    backbone = X[~clf.head_rows_]
+    assert len(seen) == len(backbone)  # fewer than 4,096 rows: all of them
+    np.testing.assert_array_equal(np.sort(seen.reshape(len(seen), -1), axis=0),
+                                  np.sort(backbone.reshape(len(backbone), -1), axis=0))
+    stem = clf.net_.module_.features[0]
+    reference = FastCNN(**TINY).init_from_data(torch.as_tensor(backbone)).features[0]
+    assert torch.equal(stem.weight, reference.weight)  # set from the data, then frozen through training
+    assert not torch.equal(stem.bias, reference.bias)  # the bias trains
+    _RecordingFastCNN.seen = []
+    CNATClassifier(module=clf.net_.module_, train_backbone=False, random_state=0).fit(X, votes)
+    assert _RecordingFastCNN.seen == []  # a frozen backbone is used as given
 
 
 def test_seeded_augmented_training_is_reproducible_and_tta_is_mirror_symmetric():
