@@ -173,13 +173,13 @@ def write(out, rows, meta):
         L.append("")
     for r in rows:
         if r.get("run") == "e2e":
-            L += [f"**End to end** (FastCNN, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
+            L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
                   f"{r.get('label_smoothing', 0)}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
                   f"{r['precision']}.", ""]
         if r.get("run") == "split":
-            L += [f"**Split mode** (backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
+            L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
                   f"{r['head_rows']}; scope model for the head rows' labels), {r['epochs']} epochs, label smoothing "
                   f"{r.get('label_smoothing', 0)}, alpha {r['alpha']:.3g} (leave-one-out), fit "
                   f"{r['fit_seconds'] / 60:.1f} min:", "",
