@@ -195,7 +195,13 @@ def _estimators(args, data):
         # smoothing of the backbone targets, seeded flip/translate augmentation and flip TTA ("auto":
         # colour images of at least 16 x 16 pixels), bf16 autocast where the CPU computes it natively
         module = {"fast_cnn": fast_cnn, "small_cnn": SmallCNN, "resnet18": resnet18}[args.backbone]
-        common.update(module=module, module_kwargs={"width": 16} if args.backbone == "small_cnn" else None,
+        module_kwargs = {"small_cnn": {"width": 16}, "resnet18": None}.get(args.backbone)
+        if args.backbone == "fast_cnn":
+            from .classifier import _as_array_inputs
+
+            # the whitening stem's 2 x 2 convolution and three pools need at least 9 x 9 pixels
+            module_kwargs = {"whiten": min(_as_array_inputs(data["X"][:1])[0].shape[-2:]) >= 9}
+        common.update(module=module, module_kwargs=module_kwargs,
                       max_epochs=args.epochs, lr=0.05, batch_size=64, optimizer="sgd",
                       optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta="auto")

@@ -132,6 +132,9 @@ class FastCNN(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x):
+        if self.whiten and min(x.shape[-2:]) < 9:
+            raise CNATValueError(f"FastCNN(whiten=True) needs images of at least 9 x 9 pixels, got "
+                                 f"{tuple(x.shape[-2:])}; use FastCNN(whiten=False) for smaller images")
         return self.fc(self.features(x))
 
     @torch.no_grad()

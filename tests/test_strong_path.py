@@ -147,6 +147,9 @@ def test_fast_cnn_whitening_stem_whitens_patches():
         FastCNN(stem=26)
     with pytest.raises(CNATValueError, match="init_from_data needs images"):
         m.init_from_data(torch.zeros(2, 1, 9, 9))
+    with pytest.raises(CNATValueError, match="at least 9 x 9 pixels"):
+        m(torch.zeros(1, 3, 8, 8))
+    assert FastCNN(widths=(8, 8, 8), stem=8, whiten=False).eval()(torch.zeros(1, 3, 8, 8)).shape == (1, 10)
     plain = FastCNN(widths=(8, 8, 8), stem=8, whiten=False)
     w0 = plain.features[0].weight.clone()
     assert plain.init_from_data(torch.tensor(x, dtype=torch.float32)) is plain  # no whitening stem: a no-op
