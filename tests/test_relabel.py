@@ -244,12 +244,27 @@ def test_expected_strategy_rejects_bad_inputs(kwargs, match):
         suggest_relabels(clf, Xe, **kwargs)
 
 
-def test_first_order_gain_matches_the_dense_sum_and_the_smoothed_coverage():
+def _dense_first_order_gain(H, pi, v, bandwidth=3.0, delta=0.05):
+    """Scores, variances, a seeded expected change of every row and the first-order gain summed densely over H."""
     import math
 
+    from sklearn_cnat.relabel import _slack, _smoothed_weight
+
+    n, K = pi.shape
+    S, sigma2 = H @ pi, (H**2) @ v
+    d_mean = np.random.RandomState(0).dirichlet(np.ones(K), size=n) - pi
+    dv = -v / 3
+    log_ratio = math.log((K - 1) / delta)
+    w = _smoothed_weight(S, sigma2, log_ratio, bandwidth)
+    top, second, _, t = _slack(S, sigma2, log_ratio)
+    dense = (w[:, None] * (H * (d_mean[:, top] - d_mean[:, second]).T - log_ratio / t[:, None] * H**2 * dv)).sum(0)
+    return S, sigma2, d_mean, dv, log_ratio, w, dense
+
+
+def test_first_order_gain_matches_the_dense_sum_and_the_smoothed_coverage():
     from scipy.stats import norm
 
-    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _slack, _smoothed_weight
+    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _slack
 
     X, votes, Xe = _problem(seed=4)
     clf = CNATClassifier(head="ridge", alpha=5.0, budget=NoiseBudgetTransformer(pi="votes")).fit(X, votes)
@@ -258,16 +273,10 @@ def test_first_order_gain_matches_the_dense_sum_and_the_smoothed_coverage():
     v = 1.0 / clf.budget_.counts.sum(axis=1)
     G, Fc = _influence_factors(clf.train_features_, clf.feature_map(Xe), clf.alpha_)
     H = G @ Fc.T + 1.0 / n
-    S, sigma2 = H @ pi, (H**2) @ v
+    S, sigma2, d_mean, dv, log_ratio, w, dense = _dense_first_order_gain(H, pi, v)
     np.testing.assert_allclose(S, clf.feature_map(Xe) @ clf.coef_ + clf.intercept_, atol=1e-9)  # (C1)
-    rng = np.random.RandomState(0)
-    d_mean = rng.dirichlet(np.ones(K), size=n) - pi
-    dv = -v / 3
-    log_ratio = math.log((K - 1) / 0.05)
-    w = _smoothed_weight(S, sigma2, log_ratio, 3.0)
     top, second, slack, t = _slack(S, sigma2, log_ratio)
     rows = np.arange(len(S))
-    dense = (w[:, None] * (H * (d_mean[:, top] - d_mean[:, second]).T - log_ratio / t[:, None] * H**2 * dv)).sum(0)
     gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, w)
     np.testing.assert_allclose(gain, dense, rtol=1e-8, atol=1e-12)
 
@@ -366,11 +375,8 @@ def test_equal_weights_scale_out(bandwidth):
 
 
 def test_weighted_first_order_gain_matches_the_dense_influence():
-    import math
-
     from sklearn_cnat.certificates._ridge import _ridge_influence
-    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _influence_offsets, _slack, \
-        _smoothed_weight
+    from sklearn_cnat.relabel import _first_order_gain, _influence_factors, _influence_offsets
 
     X, votes, Xe = _problem(seed=4)
     w = np.random.RandomState(4).uniform(0.2, 3.0, len(X))
@@ -388,15 +394,8 @@ def test_weighted_first_order_gain_matches_the_dense_influence():
     np.testing.assert_allclose(H, dense_H, atol=1e-12)  # (C31)
     assert np.all(H[:, [0, 9]] == 0)
     np.testing.assert_allclose(H.sum(axis=1), 1.0, atol=1e-12)
-    S, sigma2 = H @ pi, (H**2) @ v
+    S, sigma2, d_mean, dv, log_ratio, wt, dense = _dense_first_order_gain(H, pi, v)
     np.testing.assert_allclose(S, F_eval @ clf.coef_ + clf.intercept_, atol=1e-9)
-    rng = np.random.RandomState(0)
-    d_mean = rng.dirichlet(np.ones(K), size=n) - pi
-    dv = -v / 3
-    log_ratio = math.log((K - 1) / 0.05)
-    wt = _smoothed_weight(S, sigma2, log_ratio, 3.0)
-    top, second, slack, t = _slack(S, sigma2, log_ratio)
-    dense = (wt[:, None] * (H * (d_mean[:, top] - d_mean[:, second]).T - log_ratio / t[:, None] * H**2 * dv)).sum(0)
     gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio, wt, c)
     np.testing.assert_allclose(gain, dense, rtol=1e-8, atol=1e-12)
     assert gain[0] == gain[9] == 0.0
