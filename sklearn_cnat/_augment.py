@@ -103,17 +103,15 @@ def _tta_views(x, mode):
 
     ``"flip"``: the batch and its mirror image, 1/2 each. ``"flip_translate"``: those two
     (1/4 each) and the pair translated by one pixel up-left and by one pixel down-right
-    (reflect padding; 1/8 each view), after airbench94's multi-crop evaluation. ``False``:
-    the batch alone.
+    (reflect padding; 1/8 each view), after airbench94's multi-crop evaluation; images of
+    at most 2 pixels a side get the ``"flip"`` views. ``False``: the batch alone.
     """
     if not mode:
         return [(x, 1.0)]
-    if mode is True or mode == "flip":
-        return [(x, 0.5), (_hflip(x), 0.5)]
-    if mode != "flip_translate":
+    if not (mode is True or mode in ("flip", "flip_translate")):
         raise CNATValueError(f"unknown test-time augmentation {mode!r}")
     h, w = x.shape[-2:]
-    if h <= 2 or w <= 2:
+    if mode != "flip_translate" or min(h, w) <= 2:
         return [(x, 0.5), (_hflip(x), 0.5)]
     padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     views = [(x, 0.25), (_hflip(x), 0.25)]

@@ -91,8 +91,7 @@ def _init_from_data(module, dataset, seed):
     n = len(dataset)
     rows = np.arange(n)
     if n > _DATA_INIT_ROWS:
-        rows = np.sort(np.random.RandomState(seed if seed is not None else None).choice(
-            n, _DATA_INIT_ROWS, replace=False))
+        rows = np.sort(np.random.RandomState(seed).choice(n, _DATA_INIT_ROWS, replace=False))
     from ._inference import _module_device
 
     x = torch.stack([dataset[int(i)][0] for i in rows]).to(_module_device(module))
@@ -898,11 +897,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 torch.manual_seed(seed)
             net = self._build_net(inputs, k, seed, n_train=len(backbone_rows), augment_fn=augment_fn)
             self._check_module_output(net, dataset, k)
-            if self.max_epochs and self.train_backbone:
-                _init_from_data(net.module_, dataset, seed)
             if net.channels_last:
                 net.module_.to(memory_format=torch.channels_last)
             if self.max_epochs and self.train_backbone:
+                _init_from_data(net.module_, dataset, seed)
                 net.partial_fit(dataset, y=None)  # initialised above; partial_fit keeps those weights
                 if self.recalibrate_bn:
                     _recalibrate_net_batchnorm(net, dataset)

@@ -195,7 +195,7 @@ def _estimators(args, data):
         # smoothing of the backbone targets, seeded flip/translate augmentation and flip TTA ("auto":
         # colour images of at least 16 x 16 pixels), bf16 autocast where the CPU computes it natively
         module = {"fast_cnn": fast_cnn, "small_cnn": SmallCNN, "resnet18": resnet18}[args.backbone]
-        module_kwargs = {"small_cnn": {"width": 16}, "resnet18": None}.get(args.backbone)
+        module_kwargs = {"width": 16} if args.backbone == "small_cnn" else None
         if args.backbone == "fast_cnn":
             from .classifier import _as_array_inputs
 
