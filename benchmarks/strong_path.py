@@ -10,6 +10,11 @@ Everything runs through ``CNATClassifier`` (no training loop, network or TTA of 
     three CIFAR-10N annotations as vote counts, ``pi`` their mean, flat l1 radius 0.05),
     seeded flip/translate augmentation, flip TTA, one-cycle schedule; clean test top-1 of the
     network's own logits and of the ridge head.
+``trial``
+    ``FastCNN`` with and without its patch-whitening stem (``head="softmax"``, the e2e
+    recipe, ``--n-train`` images), each network's own test top-1 with no TTA, flip and
+    flip-translate views (batched evaluation): a quick comparison, not a choice of defaults
+    (it reads test labels).
 ``split``
     ``feature_split=0.5``: backbone on a seeded half, certified ridge head (alpha chosen by
     exact leave-one-out on the head rows' labels) on the other half; tiers stochastic
@@ -130,6 +135,25 @@ def run_e2e(data, args):
     return row
 
 
+def run_trial(data, args):
+    from sklearn_cnat._inference import _forward_batched
+
+    rows = []
+    for whiten in (True, False):
+        clf = estimator(args, head="softmax", alpha=1.0, module_kwargs={"whiten": whiten})
+        t0 = time.time()
+        clf.fit(data.x_train, data.votes)
+        row = dict(run="trial", whiten=whiten, n_train=len(data.votes), epochs=args.epochs,
+                   fit_seconds=time.time() - t0)
+        inputs = clf._loader_inputs(clf._prepare_inputs(data.x_test, fit=False)[0])
+        for mode in (False, "flip", "flip_translate"):
+            logits = _forward_batched(clf.net_.module_, inputs, tta=mode)[0]
+            row[f"top1_tta_{mode or 'none'}"] = float(np.mean(logits.argmax(1) == data.y_test))
+        log(f"trial: {row}")
+        rows.append(row)
+    return rows
+
+
 def run_split(data, args):
     clf = estimator(args, feature_split=0.5, max_epochs=args.split_epochs or args.epochs)
     t0 = time.time()
@@ -171,6 +195,12 @@ def write(out, rows, meta):
             b16 = next(r["img_per_s"] for r in thr if r["backbone"] == name and r["precision"] == "bfloat16")
             L.append(f"| {name} | {f32:.0f} | {b16:.0f} | {b16 / f32:.2f}x |")
         L.append("")
+    trials = [r for r in rows if r.get("run") == "trial"]
+    if trials:
+        L += [f"**Trial** ({trials[0]['n_train']} images, {trials[0]['epochs']} epochs, network top-1 by test-time "
+              "views, batched):", "", "| whitening stem | fit s | no TTA | flip | flip_translate |", "|---|---|---|---|---|"]
+        L += [f"| {r['whiten']} | {r['fit_seconds']:.0f} | {100 * r['top1_tta_none']:.2f} | {100 * r['top1_tta_flip']:.2f} | "
+              f"{100 * r['top1_tta_flip_translate']:.2f} |" for r in trials] + [""]
     for r in rows:
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
@@ -197,7 +227,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--out", default=str(DEFAULT_OUT))
-    p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split"])
+    p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split", "trial"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--split-epochs", type=int, default=None, help="epochs of the split-mode backbone (default --epochs)")
     p.add_argument("--label-smoothing", type=float, default=0.2, help="of the backbone's training targets")
@@ -219,7 +249,7 @@ def main(argv=None):
     rows = []
     if "throughput" in args.mode:
         rows += throughput()
-    if {"e2e", "split"} & set(args.mode):
+    if {"e2e", "split", "trial"} & set(args.mode):
         data = load(args.data, args.n_train, args.seed)
         if args.n_test:
             step = max(1, len(data.y_test) // args.n_test)
@@ -227,6 +257,8 @@ def main(argv=None):
         for mode, fn in (("e2e", run_e2e), ("split", run_split)):
             if mode in args.mode:
                 rows.append(fn(data, args))
+        if "trial" in args.mode:
+            rows += run_trial(data, args)
     write(Path(args.out), rows, meta)
 
 

@@ -81,8 +81,8 @@ def _resolve_tta(tta, augment_fn, input_kind):
 
     ``True`` means ``"flip"``. ``"auto"``: ``"flip"`` when training batches are flipped,
     ``False`` otherwise (``"flip_translate"`` costs three times the evaluations of
-    ``"flip"`` for +0.2-0.4 points of top-1 in benchmarks/strong_path.py's proxy runs, so it
-    is asked for explicitly).
+    ``"flip"``, so it is asked for explicitly; ``benchmarks/strong_path.py --mode trial``
+    compares them).
     """
     if tta == "auto":
         flips = input_kind == "images" and isinstance(augment_fn, _FlipTranslate) and augment_fn.flip
