@@ -15,6 +15,16 @@ Everything runs through ``CNATClassifier`` (no training loop, network or TTA of 
     recipe, ``--n-train`` images), each network's own test top-1 with no TTA, flip and
     flip-translate views (batched evaluation): a quick comparison, not a choice of defaults
     (it reads test labels).
+``select``
+    The choice of the e2e settings, on training labels only: a seeded, stratified
+    ``--holdout`` of the training rows is set aside, one network is trained per
+    ``--select-labels`` choice (the three annotations as votes, or the one-hot ``aggre``
+    label) on the rest, and each is scored by agreement with the held-out rows' ``aggre``
+    labels (noisy: training labels, never test labels) at its last weights and at weight
+    averages (``--select-ema`` decays; BatchNorm statistics re-estimated at each), under no
+    TTA, flip and flip-translate views (bfloat16-autocast batched evaluation where the CPU
+    computes it natively, for speed). Test top-1 of every candidate is printed beside, and
+    not used to choose.
 ``split``
     ``feature_split=0.5``: backbone on a seeded half, certified ridge head (alpha chosen by
     exact leave-one-out on the head rows' labels) on the other half; tiers stochastic
@@ -36,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
@@ -103,7 +114,7 @@ def estimator(args, **kw):
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
                   optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
                   lr_schedule="onecycle", label_smoothing=args.label_smoothing, precision="auto",
-                  augment="flip_translate", tta=True,
+                  augment="flip_translate", tta=args.tta, ema=args.ema,
                   random_state=args.seed, verbose=args.verbose)
     params.update(kw)
     return CNATClassifier(**params)
@@ -118,15 +129,21 @@ def network_top1(clf, x_test, y_test):
     return float(np.mean(logits.argmax(1) == y_test))
 
 
+def evidence(data, labels):
+    """Training evidence: the three annotations as votes, or the one-hot aggregate label."""
+    return data.votes if labels == "votes" else data.labels["aggre"]
+
+
 def run_e2e(data, args):
     clf = estimator(args)
     t0 = time.time()
-    clf.fit(data.x_train, data.votes)
+    clf.fit(data.x_train, evidence(data, args.labels))
     t_fit = time.time() - t0
     t0 = time.time()
     pred = clf.predict(data.x_test)
     t_pred = time.time() - t0
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
+               labels=args.labels, ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
                network_top1=network_top1(clf, data.x_test, data.y_test), alpha=clf.alpha_,
@@ -151,6 +168,78 @@ def run_trial(data, args):
             row[f"top1_tta_{mode or 'none'}"] = float(np.mean(logits.argmax(1) == data.y_test))
         log(f"trial: {row}")
         rows.append(row)
+    return rows
+
+
+class LastWeights(Callback):
+    """Keeps a copy of the module's parameters when training ends (before a weight EMA replaces them)."""
+
+    def on_train_end(self, net, **kwargs):
+        self.params_ = [p.detach().clone() for p in net.module_.parameters()]
+
+
+def view_logits(module, x, batch=500):
+    """Logits of the six flip-translate views of every image, batched (bf16 where native)."""
+    from sklearn_cnat._augment import _tta_views
+    from sklearn_cnat._precision import _autocast_dtype
+
+    dtype = _autocast_dtype("auto", "cpu")
+    module.eval()
+    outs = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        for start in range(0, len(x), batch):
+            xb = torch.as_tensor(x[start:start + batch]).contiguous(memory_format=torch.channels_last)
+            outs.append(torch.stack([module(v).float() for v, _ in _tta_views(xb, "flip_translate")]))
+    return torch.cat(outs, 1).double().numpy()  # (6, n, K): image, mirror, then shifted pairs
+
+
+def tta_top1(views, y):
+    """Top-1 under no TTA, flip and flip-translate from the six views' logits."""
+    combos = dict(none=views[0], flip=(views[0] + views[1]) / 2,
+                  flip_translate=(views[0] + views[1]) / 4 + views[2:].sum(0) / 8)
+    return {k: float(np.mean(v.argmax(1) == y)) for k, v in combos.items()}
+
+
+def run_select(data, args):
+    import copy
+
+    from sklearn.model_selection import train_test_split
+    from sklearn_cnat.callbacks import WeightEMA
+    from sklearn_cnat.models import recalibrate_batchnorm
+
+    aggre = data.labels["aggre"]
+    fit_rows, hold_rows = train_test_split(np.arange(len(aggre)), test_size=args.holdout, stratify=aggre,
+                                           random_state=args.seed)
+    rows = []
+    for labels in args.select_labels:
+        decays = sorted(set(args.select_ema))
+        extra = [(f"ema_{d}", WeightEMA(d, apply=False)) for d in decays]
+        clf = estimator(args, head="softmax", alpha=1.0, ema=None, callbacks=[("last", LastWeights())] + extra)
+        t0 = time.time()
+        clf.fit(data.x_train[fit_rows], evidence(data, labels)[fit_rows])
+        t_fit = time.time() - t0
+        cbs = dict(clf.net_.callbacks_)
+        prepared = clf._prepare_inputs(data.x_train[fit_rows], fit=False)[0]
+        loader = torch.utils.data.DataLoader(clf._loader_inputs(prepared), batch_size=args.batch)
+        x_hold = clf._prepare_inputs(data.x_train[hold_rows], fit=False)[0]
+        x_test = clf._prepare_inputs(data.x_test, fit=False)[0]
+        weights = [("last", cbs["last"].params_)] + [(name, list(cbs[name].averaged_.module.parameters()))
+                                                     for name, _ in extra]
+        for name, params in weights:
+            module = copy.deepcopy(clf.net_.module_)
+            with torch.no_grad():
+                for p, q in zip(module.parameters(), params, strict=True):
+                    p.copy_(q)
+            recalibrate_batchnorm(module, loader)
+            hold, test = tta_top1(view_logits(module, x_hold), aggre[hold_rows]), tta_top1(view_logits(module, x_test), data.y_test)
+            for tta in hold:
+                row = dict(run="select", labels=labels, weights=name, tta=tta, n_fit=len(fit_rows),
+                           n_holdout=len(hold_rows), epochs=args.epochs, fit_seconds=t_fit,
+                           holdout_agreement=hold[tta], test_top1=test[tta])
+                rows.append(row)
+            log(f"select {labels} {name}: holdout {hold}, test {test}")
+    best = max(rows, key=lambda r: r["holdout_agreement"])
+    log(f"select: chosen by holdout agreement: {best}")
     return rows
 
 
@@ -201,10 +290,19 @@ def write(out, rows, meta):
               "views, batched):", "", "| whitening stem | fit s | no TTA | flip | flip_translate |", "|---|---|---|---|---|"]
         L += [f"| {r['whiten']} | {r['fit_seconds']:.0f} | {100 * r['top1_tta_none']:.2f} | {100 * r['top1_tta_flip']:.2f} | "
               f"{100 * r['top1_tta_flip_translate']:.2f} |" for r in trials] + [""]
+    sel = [r for r in rows if r.get("run") == "select"]
+    if sel:
+        best = max(sel, key=lambda r: r["holdout_agreement"])
+        L += [f"**Selection** on training labels ({sel[0]['n_fit']} rows trained, {sel[0]['n_holdout']} held out, "
+              f"{sel[0]['epochs']} epochs; agreement with the held-out rows' noisy aggre labels chooses; test top-1 "
+              "is not used):", "", "| labels | weights | TTA | holdout agreement | test top-1 | chosen |", "|---|---|---|---|---|---|"]
+        L += [f"| {r['labels']} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
+              f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}): network top-1 "
+                  f"{r.get('label_smoothing', 0)}, labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
+                  f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
                   f"{r['precision']}.", ""]
@@ -227,7 +325,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--out", default=str(DEFAULT_OUT))
-    p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split", "trial"])
+    p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split", "trial", "select"])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--split-epochs", type=int, default=None, help="epochs of the split-mode backbone (default --epochs)")
     p.add_argument("--label-smoothing", type=float, default=0.2, help="of the backbone's training targets")
@@ -236,6 +334,13 @@ def main(argv=None):
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")
     p.add_argument("--n-test", type=int, default=None, help="every (10000 / n)-th test image (trials)")
+    p.add_argument("--labels", choices=["votes", "aggre"], default="votes",
+                   help="training evidence: the three annotations as votes, or the one-hot aggre label")
+    p.add_argument("--ema", type=float, default=None, help="decay of the weight EMA per step (None: last weights)")
+    p.add_argument("--tta", default="flip", choices=["flip", "flip_translate"], help="test-time views")
+    p.add_argument("--holdout", type=int, default=5000, help="training rows held out by --mode select")
+    p.add_argument("--select-labels", nargs="+", default=["votes", "aggre"], choices=["votes", "aggre"])
+    p.add_argument("--select-ema", nargs="+", type=float, default=[0.998, 0.999, 0.9995])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, help="skorch's per-epoch table (to follow a long run)")
     args = p.parse_args(argv)
@@ -249,7 +354,7 @@ def main(argv=None):
     rows = []
     if "throughput" in args.mode:
         rows += throughput()
-    if {"e2e", "split", "trial"} & set(args.mode):
+    if {"e2e", "split", "trial", "select"} & set(args.mode):
         data = load(args.data, args.n_train, args.seed)
         if args.n_test:
             step = max(1, len(data.y_test) // args.n_test)
@@ -259,6 +364,8 @@ def main(argv=None):
                 rows.append(fn(data, args))
         if "trial" in args.mode:
             rows += run_trial(data, args)
+        if "select" in args.mode:
+            rows += run_select(data, args)
     write(Path(args.out), rows, meta)
 
 

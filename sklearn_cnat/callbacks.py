@@ -1,11 +1,15 @@
-"""skorch callbacks for CNAT training: budget curriculum and calibration monitoring."""
+"""skorch callbacks for CNAT training: budget curriculum, calibration monitoring, weight averaging."""
 
 import math
+import numbers
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback, EpochScoring
 
-__all__ = ["BudgetCurriculum", "ValidECE", "WarmupDecay"]
+from .exceptions import CNATValueError
+
+__all__ = ["BudgetCurriculum", "ValidECE", "WarmupDecay", "WeightEMA"]
 
 
 class BudgetCurriculum(Callback):
@@ -87,3 +91,55 @@ class WarmupDecay:
         if self.shape == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * frac))
         return 1.0 - frac
+
+
+def _check_ema_decay(decay, name="WeightEMA decay"):
+    if isinstance(decay, bool) or not (isinstance(decay, numbers.Real) and 0 < decay < 1):
+        raise CNATValueError(f"{name} must be a number in (0, 1), got {decay!r}")
+
+
+class WeightEMA(Callback):
+    """Exponential moving average of the module's parameters over training steps.
+
+    After every training batch the average ``a`` moves towards the parameters ``p``:
+    ``a <- decay * a + (1 - decay) * p`` (the first step copies ``p``), through
+    :class:`torch.optim.swa_utils.AveragedModel`. When training ends the average replaces
+    the parameters (``apply=True``); buffers (BatchNorm running statistics) are not
+    averaged: ``CNATClassifier`` re-estimates them at the averaged weights
+    (``recalibrate_bn=True``). ``CNATClassifier(ema=decay)`` adds one. Each ``fit`` or
+    ``partial_fit`` call starts a new average.
+
+    Parameters
+    ----------
+    decay : float in (0, 1), default=0.999
+        Weight of the old average per step; the average spans about ``1 / (1 - decay)``
+        steps.
+    apply : bool, default=True
+        Copy the average into the module when training ends. ``False`` only keeps it in
+        ``averaged_`` (e.g. to compare it with the final weights).
+
+    Attributes
+    ----------
+    averaged_ : torch.optim.swa_utils.AveragedModel
+        The running average (its ``module`` is a copy of the network).
+    """
+
+    def __init__(self, decay=0.999, apply=True):
+        self.decay = decay
+        self.apply = apply
+
+    def on_train_begin(self, net, **kwargs):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        _check_ema_decay(self.decay)
+        self.averaged_ = AveragedModel(net.module_, multi_avg_fn=get_ema_multi_avg_fn(float(self.decay)))
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.averaged_.update_parameters(net.module_)
+
+    def on_train_end(self, net, **kwargs):
+        if self.apply and int(self.averaged_.n_averaged) > 0:
+            with torch.no_grad():
+                for p, a in zip(net.module_.parameters(), self.averaged_.module.parameters(), strict=True):
+                    p.copy_(a)

@@ -442,6 +442,12 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         same radii. Each row's target depends on that row's own ``pi`` only, so
         ``budget.rowwise`` and ``feature_split`` are unaffected; the head, its
         certificates and calibration read the unsmoothed ``pi``.
+    ema : float in (0, 1) or None, default=None
+        Network training only: keep an exponential moving average of the module's
+        parameters over training steps, ``decay = ema`` per step
+        (:class:`~sklearn_cnat.callbacks.WeightEMA`), and use it as the trained weights
+        (BatchNorm statistics re-estimated at them when ``recalibrate_bn``). ``None``:
+        the last weights.
     accelerator : accelerate.Accelerator or None, default=None
         Train through skorch's ``AccelerateMixin`` (Hugging Face accelerate).
     device : str, default="cpu"
@@ -525,6 +531,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         tta="auto",
         lr_schedule=None,
         label_smoothing=0.0,
+        ema=None,
         accelerator=None,
         device="cpu",
         verbose=0,
@@ -555,6 +562,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.tta = tta
         self.lr_schedule = lr_schedule
         self.label_smoothing = label_smoothing
+        self.ema = ema
         self.accelerator = accelerator
         self.device = device
         self.verbose = verbose
@@ -624,6 +632,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         ls = self.label_smoothing
         if isinstance(ls, bool) or not (isinstance(ls, numbers.Real) and 0 <= ls < 1):
             raise CNATValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
+        if self.ema is not None:
+            from .callbacks import _check_ema_decay
+
+            _check_ema_decay(self.ema, "ema")
         if self.scope not in (None, "model", "head"):
             raise CNATValueError(f"scope must be None, 'model' or 'head', got {self.scope!r}")
         vf = self.validation_fraction
@@ -759,6 +771,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             callbacks.append(("budget_curriculum", BudgetCurriculum(self.curriculum_epochs)))
         if self.verbose:
             callbacks.append(("progress_bar", ProgressBar()))
+        if self.ema is not None:
+            from .callbacks import WeightEMA
+
+            callbacks.append(("weight_ema", WeightEMA(self.ema)))
         if self.lr_schedule is not None and self.max_epochs:
             from skorch.callbacks import LRScheduler
 
