@@ -98,6 +98,21 @@ def _check_ema_decay(decay, name="WeightEMA decay"):
         raise CNATValueError(f"{name} must be a number in (0, 1), got {decay!r}")
 
 
+class _EMAUpdate:
+    """Picklable ``multi_avg_fn`` of ``AveragedModel``: ``a <- decay * a + (1 - decay) * p``."""
+
+    def __init__(self, decay):
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, averaged, current, n_averaged):
+        if averaged[0].is_floating_point():  # one dtype per call (AveragedModel groups them)
+            torch._foreach_lerp_(averaged, current, 1.0 - self.decay)
+        else:
+            for a, p in zip(averaged, current):
+                a.copy_(p)  # an integer parameter cannot be averaged: it follows the model
+
+
 class WeightEMA(Callback):
     """Exponential moving average of the module's parameters over training steps.
 
@@ -120,8 +135,10 @@ class WeightEMA(Callback):
 
     Attributes
     ----------
-    averaged_ : torch.optim.swa_utils.AveragedModel
-        The running average (its ``module`` is a copy of the network).
+    averaged_ : torch.optim.swa_utils.AveragedModel or None
+        The running average (its ``module`` is a copy of the network); ``None`` once
+        ``apply`` has copied it into the module (one copy of the network is kept, also
+        in a pickled estimator).
     """
 
     def __init__(self, decay=0.999, apply=True):
@@ -129,17 +146,20 @@ class WeightEMA(Callback):
         self.apply = apply
 
     def on_train_begin(self, net, **kwargs):
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
         _check_ema_decay(self.decay)
-        self.averaged_ = AveragedModel(net.module_, multi_avg_fn=get_ema_multi_avg_fn(float(self.decay)))
+        self.averaged_ = AveragedModel(net.module_, multi_avg_fn=_EMAUpdate(float(self.decay)))
 
     def on_batch_end(self, net, training=False, **kwargs):
         if training:
             self.averaged_.update_parameters(net.module_)
 
     def on_train_end(self, net, **kwargs):
-        if self.apply and int(self.averaged_.n_averaged) > 0:
+        if not self.apply:
+            return
+        if int(self.averaged_.n_averaged) > 0:
             with torch.no_grad():
                 for p, a in zip(net.module_.parameters(), self.averaged_.module.parameters(), strict=True):
                     p.copy_(a)
+        self.averaged_ = None

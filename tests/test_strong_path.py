@@ -5,14 +5,18 @@ covered rows leaves the backbone bit-identical, and retraining the head under wo
 of those rows (independent solvers, tests/test_soundness_ridge.py) flips no certified prediction.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from skorch.callbacks import Callback
 
 from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
 from sklearn_cnat._augment import _flip_translate, _resolve_augment, _resolve_tta, _tta_views
 from sklearn_cnat._precision import _autocast_dtype, _cpu_has_native_bf16
-from sklearn_cnat.callbacks import WarmupDecay
+from sklearn_cnat.callbacks import WarmupDecay, WeightEMA
 from sklearn_cnat.exceptions import CNATValueError
 from sklearn_cnat.models import FastCNN, SmallCNN, fast_cnn
 
@@ -209,6 +213,49 @@ def test_warmup_decay_schedule_and_callback():
     assert clf.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # 8 steps, decayed to 0
     with pytest.raises(CNATValueError, match="lr_schedule"):
         CNATClassifier(lr_schedule="step").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+class _StepParams(Callback):
+    """Records the module's parameters after every training step."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.steps_ = []
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.steps_.append([p.detach().clone().double() for p in net.module_.parameters()])
+
+
+def test_weight_ema_is_the_exponential_average_of_the_steps_and_replaces_the_weights():
+    X, votes, _ = _images(48, seed=5)
+    decay = 0.7
+    kw = dict(module=FastCNN, module_kwargs=TINY, max_epochs=2, batch_size=16, lr=0.05, head="softmax",
+              optimizer="sgd", random_state=0)
+    rec, keep = _StepParams(), WeightEMA(decay, apply=False)
+    clf = CNATClassifier(ema=decay, callbacks=[("steps", rec), ("kept", keep)], **kw).fit(X, votes)
+    assert len(rec.steps_) == 6
+    expected = [q.clone() for q in rec.steps_[0]]  # the first step copies, then a <- d a + (1 - d) p
+    for step in rec.steps_[1:]:
+        expected = [decay * a + (1 - decay) * q for a, q in zip(expected, step)]
+    final = [p.detach().double() for p in clf.net_.module_.parameters()]
+    kept = [p.detach().double() for p in keep.averaged_.module.parameters()]
+    for a, f, k, last in zip(expected, final, kept, rec.steps_[-1]):
+        np.testing.assert_allclose(f.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(k.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(f, last) for f, last in zip(final, rec.steps_[-1]))
+    rec_plain = _StepParams()
+    plain = CNATClassifier(callbacks=[("steps", rec_plain)], **kw).fit(X, votes)
+    for p, last in zip(plain.net_.module_.parameters(), rec_plain.steps_[-1]):
+        np.testing.assert_array_equal(p.detach().double().numpy(), last.numpy())  # ema=None: the last weights
+    assert clf.get_params()["ema"] == decay and clone(clf).ema == decay
+    assert dict(clf.net_.callbacks_)["weight_ema"].averaged_ is None  # applied: one copy of the network kept
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X[:4]), clf.predict_proba(X[:4]))
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, True, "0.99"])
+def test_ema_out_of_range_is_refused(bad):
+    with pytest.raises(CNATValueError, match="ema"):
+        CNATClassifier(ema=bad).fit(np.zeros((4, 2)), [0, 1, 0, 1])
 
 
 # ----------------------------------------------------------------------------- defaults that certify
