@@ -303,16 +303,17 @@ def test_split_covers_head_rows_and_refuses_unsound_settings():
         _split_clf(head="softmax").fit(X, votes)
 
 
-def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack():
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(ema):
     X, votes, _ = _images(160, seed=6)
     Xt = _images(40, seed=7)[0]
-    clf = _split_clf().fit(X, votes)
+    clf = _split_clf(ema=ema).fit(X, votes)
     head = np.flatnonzero(clf.head_rows_)
     # 1. any change of the covered rows' labels leaves the backbone bit-identical
     changed = votes.copy()
     rng = np.random.default_rng(0)
     changed[head] = np.eye(3, dtype=int)[rng.integers(3, size=head.size)] * 3
-    other = _split_clf().fit(X, changed)
+    other = _split_clf(ema=ema).fit(X, changed)
     for p, q in zip(clf.net_.module_.state_dict().values(), other.net_.module_.state_dict().values()):
         assert torch.equal(p, q)
     np.testing.assert_array_equal(clf.feature_map(Xt), other.feature_map(Xt))
@@ -335,7 +336,7 @@ def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack()
         attacked_votes = votes.copy()
         for i, hi in zip(rows, h[np.argsort(-np.abs(h))[:2]]):
             attacked_votes[i] = np.eye(3, dtype=int)[runner if hi > 0 else c] * 3
-        refit = _split_clf().fit(X, attacked_votes)
+        refit = _split_clf(ema=ema).fit(X, attacked_votes)
         assert refit.predict(Xt[t:t + 1])[0] == flip.prediction[t]
 
 
