@@ -8,8 +8,9 @@ Everything runs through ``CNATClassifier`` (no training loop, network or TTA of 
 ``e2e``
     ``FastCNN`` trained end to end with the CNAT loss on all training images (evidence: the
     three CIFAR-10N annotations as vote counts, ``pi`` their mean, flat l1 radius 0.05),
-    seeded flip/translate augmentation, flip TTA, one-cycle schedule; clean test top-1 of the
-    network's own logits and of the ridge head.
+    seeded flip/translate augmentation, one-cycle schedule, ``--tta`` views (flip or six-view
+    multi-crop) and ``--ema`` weight averaging (off by default; ``--mode select`` chooses them on
+    training labels); clean test top-1 of the network's own logits and of the ridge head.
 ``trial``
     ``FastCNN`` with and without its patch-whitening stem (``head="softmax"``, the e2e
     recipe, ``--n-train`` images), each network's own test top-1 with no TTA, flip and
@@ -35,6 +36,8 @@ Prints a table and writes ``strong_path.md`` / ``strong_path.json`` to ``--out``
 on an idle machine; from a snapshot of the tree (``git worktree``) when editing the code::
 
     python benchmarks/strong_path.py --mode throughput e2e split --epochs 15
+    python benchmarks/strong_path.py --mode select --epochs 30    # ~80 min on one core
+    python benchmarks/strong_path.py --mode e2e --epochs 30 --ema 0.999 --tta flip_translate
 """
 
 import argparse
