@@ -49,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
@@ -174,13 +173,6 @@ def run_trial(data, args):
     return rows
 
 
-class LastWeights(Callback):
-    """Keeps a copy of the module's parameters when training ends (before a weight EMA replaces them)."""
-
-    def on_train_end(self, net, **kwargs):
-        self.params_ = [p.detach().clone() for p in net.module_.parameters()]
-
-
 def view_logits(module, x, batch=500):
     """Logits of the six flip-translate views of every image, batched (bf16 where native)."""
     from sklearn_cnat._augment import _tta_views
@@ -204,8 +196,6 @@ def tta_top1(views, y):
 
 
 def run_select(data, args):
-    import copy
-
     from sklearn.model_selection import train_test_split
     from sklearn_cnat.callbacks import WeightEMA
     from sklearn_cnat.models import recalibrate_batchnorm
@@ -213,11 +203,11 @@ def run_select(data, args):
     aggre = data.labels["aggre"]
     fit_rows, hold_rows = train_test_split(np.arange(len(aggre)), test_size=args.holdout, stratify=aggre,
                                            random_state=args.seed)
+    decays = sorted(set(args.select_ema))
     rows = []
     for labels in args.select_labels:
-        decays = sorted(set(args.select_ema))
         extra = [(f"ema_{d}", WeightEMA(d, apply=False)) for d in decays]
-        clf = estimator(args, head="softmax", alpha=1.0, ema=None, callbacks=[("last", LastWeights())] + extra)
+        clf = estimator(args, head="softmax", alpha=1.0, ema=None, callbacks=extra)
         t0 = time.time()
         clf.fit(data.x_train[fit_rows], evidence(data, labels)[fit_rows])
         t_fit = time.time() - t0
@@ -226,14 +216,12 @@ def run_select(data, args):
         loader = torch.utils.data.DataLoader(clf._loader_inputs(prepared), batch_size=args.batch)
         x_hold = clf._prepare_inputs(data.x_train[hold_rows], fit=False)[0]
         x_test = clf._prepare_inputs(data.x_test, fit=False)[0]
-        weights = [("last", cbs["last"].params_)] + [(name, list(cbs[name].averaged_.module.parameters()))
-                                                     for name, _ in extra]
-        for name, params in weights:
-            module = copy.deepcopy(clf.net_.module_)
-            with torch.no_grad():
-                for p, q in zip(module.parameters(), params, strict=True):
-                    p.copy_(q)
-            recalibrate_batchnorm(module, loader)
+        # ema=None: the estimator's network holds the last weights, BatchNorm already re-estimated by fit
+        # on these rows in this order; each average's module gets the same re-estimation here
+        modules = [("last", clf.net_.module_)] + [(name, cbs[name].averaged_.module) for name, _ in extra]
+        for name, module in modules:
+            if name != "last":
+                recalibrate_batchnorm(module, loader)
             hold, test = tta_top1(view_logits(module, x_hold), aggre[hold_rows]), tta_top1(view_logits(module, x_test), data.y_test)
             for tta in hold:
                 row = dict(run="select", labels=labels, weights=name, tta=tta, n_fit=len(fit_rows),
