@@ -112,7 +112,7 @@ def estimator(args, **kw):
     from sklearn_cnat.models import FastCNN
 
     params = dict(module=FastCNN, head="ridge", alpha=ALPHAS,
-                  budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=0.05),
+                  budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=args.radius),
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
                   optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
                   lr_schedule="onecycle", label_smoothing=args.label_smoothing, precision="auto",
@@ -145,7 +145,7 @@ def run_e2e(data, args):
     pred = clf.predict(data.x_test)
     t_pred = time.time() - t0
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
-               labels=args.labels, ema=args.ema, tta=clf.tta_,
+               radius=args.radius, labels=args.labels, ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
                network_top1=network_top1(clf, data.x_test, data.y_test), alpha=clf.alpha_,
@@ -224,7 +224,8 @@ def run_select(data, args):
                 recalibrate_batchnorm(module, loader)
             hold, test = tta_top1(view_logits(module, x_hold), aggre[hold_rows]), tta_top1(view_logits(module, x_test), data.y_test)
             for tta in hold:
-                row = dict(run="select", labels=labels, weights=name, tta=tta, n_fit=len(fit_rows),
+                row = dict(run="select", labels=labels, label_smoothing=args.label_smoothing, radius=args.radius,
+                           weights=name, tta=tta, n_fit=len(fit_rows),
                            n_holdout=len(hold_rows), epochs=args.epochs, fit_seconds=t_fit,
                            holdout_agreement=hold[tta], test_top1=test[tta])
                 rows.append(row)
@@ -286,13 +287,14 @@ def write(out, rows, meta):
         best = max(sel, key=lambda r: r["holdout_agreement"])
         L += [f"**Selection** on training labels ({sel[0]['n_fit']} rows trained, {sel[0]['n_holdout']} held out, "
               f"{sel[0]['epochs']} epochs; agreement with the held-out rows' noisy aggre labels chooses; test top-1 "
-              "is not used):", "", "| labels | weights | TTA | holdout agreement | test top-1 | chosen |", "|---|---|---|---|---|---|"]
-        L += [f"| {r['labels']} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
+              "is not used):", "", "| labels | label smoothing | l1 radius | weights | TTA | holdout agreement | test top-1 | chosen |",
+              "|---|---|---|---|---|---|---|---|"]
+        L += [f"| {r['labels']} | {r.get('label_smoothing', 0.2)} | {r.get('radius', 0.05)} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
               f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}, labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
+                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
@@ -320,6 +322,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--split-epochs", type=int, default=None, help="epochs of the split-mode backbone (default --epochs)")
     p.add_argument("--label-smoothing", type=float, default=0.2, help="of the backbone's training targets")
+    p.add_argument("--radius", type=float, default=0.05,
+                   help="flat l1 budget of every training row: CNAT training and the split bounded tier")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
