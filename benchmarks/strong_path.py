@@ -144,12 +144,15 @@ def run_e2e(data, args):
     t0 = time.time()
     pred = clf.predict(data.x_test)
     t_pred = time.time() - t0
+    # the head's training features are one batched pass under the training autocast; served ones float32
+    served = clf.feature_map(data.x_train[:500])
+    feature_error = float(np.linalg.norm(clf.train_features_[:500] - served) / np.linalg.norm(served))
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
                radius=args.radius, labels=args.labels, ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
                network_top1=network_top1(clf, data.x_test, data.y_test), alpha=clf.alpha_,
-               precision=str(clf.net_.autocast_dtype), scope=clf.scope_)
+               precision=str(clf.net_.autocast_dtype), train_feature_rel_error=feature_error, scope=clf.scope_)
     log(f"e2e: {row}")
     return row
 
@@ -242,7 +245,8 @@ def run_split(data, args):
     t_fit = time.time() - t0
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
-               epochs=args.split_epochs or args.epochs, label_smoothing=args.label_smoothing,
+               epochs=args.split_epochs or args.epochs, label_smoothing=args.label_smoothing, radius=args.radius,
+               ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
     t0 = time.time()
     row["head_top1"] = float(np.mean(clf.predict(data.x_test) == data.y_test))
@@ -298,11 +302,13 @@ def write(out, rows, meta):
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
-                  f"{r['precision']}.", ""]
+                  f"{r['precision']}" + (f" (head's training features in it: relative error {r['train_feature_rel_error']:.2g} "
+                  "against the served float32 features, 500 rows)" if "train_feature_rel_error" in r else "") + ".", ""]
         if r.get("run") == "split":
             L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
                   f"{r['head_rows']}; scope model for the head rows' labels), {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}, alpha {r['alpha']:.3g} (leave-one-out), fit "
+                  f"{r.get('label_smoothing', 0)}, weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
+                  f"alpha {r['alpha']:.3g} (leave-one-out), fit "
                   f"{r['fit_seconds'] / 60:.1f} min:", "",
                   "| head top-1 | network top-1 | cov. stochastic (delta 0.05) | cov. bounded (l1 0.05) | "
                   "cov. flip m=1 | median certified flips | cert. acc. stochastic | cert. acc. bounded |",

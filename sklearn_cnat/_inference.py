@@ -8,8 +8,12 @@ a point must be a function of that point only (docs/certificates.md, section 7).
 every point in a forward pass of its own (with its mirror image, under flip test-time
 augmentation: a batch fixed by the point alone) gives exactly that: the same input meets
 the same kernels every time (on one machine and thread setting), whatever else is being
-predicted. Training features, computed once in ``fit``, are evaluated in batches.
+predicted. Training features, computed once in ``fit``, are evaluated in batches, under the
+training autocast (bfloat16 where the CPU computes it natively): no certificate reads them
+as a function of one point, only as the fixed matrix the head is fitted on.
 """
+
+import contextlib
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ def _item_input(item):
 
 
 @torch.no_grad()
-def _evaluate(module, batches, *, features, tta):
+def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_last=False):
     """Logits and (optionally) head inputs for an iterable of input batches, in eval mode."""
     from ._augment import _tta_views
     from .models import find_last_linear
@@ -45,11 +49,17 @@ def _evaluate(module, batches, *, features, tta):
     try:
         for xb in batches:
             xb = xb.to(dev)
+            if channels_last and xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             views = _tta_views(xb, tta)
             outs = []
             for view, _ in views:
                 n_before = len(captured)
-                outs.append(module(view).detach().reshape(len(view), -1).to("cpu", torch.float64))
+                cast = (torch.autocast(device_type=dev.type, dtype=autocast_dtype) if autocast_dtype is not None
+                        else contextlib.nullcontext())
+                with cast:
+                    out = module(view)
+                outs.append(out.detach().reshape(len(view), -1).to("cpu", torch.float64))
                 if features and len(captured) != n_before + 1:
                     raise RuntimeError("the module's last torch.nn.Linear layer must run exactly once per "
                                        "forward pass for the feature map to be defined")
@@ -99,11 +109,17 @@ def _forward_per_point(module, dataset, *, features=False, tta=False):
     return _evaluate(module, batches, features=features, tta=tta)
 
 
-def _forward_batched(module, dataset, *, batch_size=512, features=False, tta=False):
-    """As :func:`_forward_per_point`, in batches of ``batch_size`` (not batch-invariant)."""
+def _forward_batched(module, dataset, *, batch_size=512, features=False, tta=False, autocast_dtype=None,
+                     channels_last=False):
+    """As :func:`_forward_per_point`, in batches of ``batch_size`` (not batch-invariant).
+
+    ``autocast_dtype`` (a torch dtype, or None for float32) evaluates under autocast;
+    ``channels_last`` makes 4-d batches channels-last first. Outputs are float64.
+    """
     def batches():
         for start in range(0, len(dataset), batch_size):
             yield torch.stack([torch.as_tensor(_item_input(dataset[i]))
                                for i in range(start, min(start + batch_size, len(dataset)))])
 
-    return _evaluate(module, batches(), features=features, tta=tta)
+    return _evaluate(module, batches(), features=features, tta=tta, autocast_dtype=autocast_dtype,
+                     channels_last=channels_last)

@@ -418,7 +418,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Autocast dtype of network training. ``"auto"``: bfloat16 on a CPU that
         computes it natively (AMX-BF16 or AVX512-BF16, detected at run time), float32
         on other CPUs, mixed precision on CUDA (see ``sklearn_cnat._precision``).
-        Served outputs, the head, certificates and calibration are float32/float64.
+        The head's training features (one batched pass in ``fit``) are computed under
+        the same autocast; served outputs (``predict``, ``feature_map``, ``certify``)
+        in float32; the head, certificates and calibration in float64.
     augment : {"auto", None, "flip", "translate", "flip_translate"} or callable, default="auto"
         Seeded on-the-fly augmentation of training batches (random horizontal flip,
         translation by up to 2 pixels with reflect padding). ``"auto"``: flip and
@@ -1004,17 +1006,20 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     def _features(self, inputs, served=True):
         """Feature map (input of the last linear layer) as float64 (n, d).
 
-        ``served=True``: every point evaluated alone (batch-invariant, what ``predict``
-        and ``certify`` read); ``served=False``: in batches (the training features the
-        head is fitted on, computed once in ``fit``). Both average over the image and
-        its mirror image when ``tta_``.
+        ``served=True``: every point evaluated alone in float32 (batch-invariant, what
+        ``predict`` and ``certify`` read); ``served=False``: in batches under the
+        training autocast (the training features the head is fitted on, computed once
+        in ``fit``). Both average over the test-time views of ``tta_``.
         """
         if self.net_ is None:
             return np.asarray(inputs, dtype=np.float64)
         from ._inference import _forward_batched, _forward_per_point
 
-        forward = _forward_per_point if served else _forward_batched
-        return forward(self.net_.module_, self._loader_inputs(inputs), features=True, tta=self.tta_)[1]
+        dataset = self._loader_inputs(inputs)
+        if served:
+            return _forward_per_point(self.net_.module_, dataset, features=True, tta=self.tta_)[1]
+        return _forward_batched(self.net_.module_, dataset, features=True, tta=self.tta_,
+                                autocast_dtype=self.net_.autocast_dtype, channels_last=self.net_.channels_last)[1]
 
     def _check_fitted(self):
         if not hasattr(self, "budget_"):

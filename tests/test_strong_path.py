@@ -66,6 +66,26 @@ def test_training_in_each_precision_learns(precision):
     assert clf.feature_map(X[:3]).dtype == np.float64
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_head_training_features_are_one_batched_pass_in_the_training_precision(precision):
+    from sklearn_cnat._inference import _forward_batched
+
+    X, votes, _ = _images(120, seed=2)
+    clf = CNATClassifier(module=FastCNN, module_kwargs=TINY, head="ridge", alpha=1.0, max_epochs=2,
+                         lr=0.05, optimizer="sgd", tta="flip", precision=precision, random_state=0).fit(X, votes)
+    dtype = None if precision == "float32" else torch.bfloat16
+    ref = _forward_batched(clf.net_.module_, clf._loader_inputs(clf._prepare_inputs(X, fit=False)[0]),
+                           features=True, tta="flip", autocast_dtype=dtype, channels_last=clf.net_.channels_last)[1]
+    np.testing.assert_array_equal(clf.train_features_, ref)
+    served = clf.feature_map(X)  # float32 one point at a time, whatever the training precision
+    rel = np.linalg.norm(clf.train_features_ - served) / np.linalg.norm(served)
+    assert clf.train_features_.dtype == np.float64
+    if dtype is None:
+        assert rel < 1e-5
+    else:  # bfloat16 keeps 8 significant bits: close, not equal
+        assert 0 < rel < 1e-1
+
+
 # ----------------------------------------------------------------------------- augmentation, TTA
 
 
