@@ -44,6 +44,9 @@ def _check_options(args):
         need(value >= 1, f"{flag} must be >= 1, got {value}")
     need(not (args.cifar10n and (args.images or args.votes)), "--cifar10n cannot be combined with --images/--votes")
     need(not (args.votes and not args.images), "--votes needs --images (the images the votes are about)")
+    need(args.ema is None or 0.0 < args.ema < 1.0, f"--ema must be a decay in (0, 1), got {args.ema}")
+    need((args.ema is None and args.tta == "auto") or args.images or args.cifar10n,
+         "--ema and --tta need image data (--images or --cifar10n): the default digits are fitted linearly")
     fs = args.feature_split
     need(fs is None or 0.0 < fs < 1.0, f"--feature-split must be a fraction in (0, 1), got {fs}")
     need(fs is None or args.images or args.cifar10n,
@@ -204,7 +207,8 @@ def _estimators(args, data):
         common.update(module=module, module_kwargs=module_kwargs,
                       max_epochs=args.epochs, lr=0.05, batch_size=64, optimizer="sgd",
                       optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-                      lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta="auto")
+                      lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
+                      ema=args.ema)
         if args.feature_split is not None:
             ridge_extra["feature_split"] = args.feature_split
     else:
@@ -401,6 +405,12 @@ def build_parser():
     model.add_argument("--epochs", type=int, default=20, help="training epochs of the networks")
     model.add_argument("--backbone", default="fast_cnn", choices=["fast_cnn", "small_cnn", "resnet18"],
                        help="network for image data (sklearn_cnat.models); features are fitted linearly")
+    model.add_argument("--ema", type=float, default=None,
+                       help="image data: decay per step of a weight average used as the trained network "
+                            "(e.g. 0.999 for 50,000 images; none by default)")
+    model.add_argument("--tta", default="auto", choices=["auto", "flip", "flip_translate"],
+                       help="image data: test-time views (auto: the image and its mirror image; flip_translate: "
+                            "also both shifted one pixel, three times the evaluations)")
     model.add_argument("--feature-split", type=float, default=None,
                        help="image data: train the cnat-ridge backbone on this seeded fraction of the training "
                             "rows and fit the certified head on the others; its certificates then cover the whole "
