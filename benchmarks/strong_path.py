@@ -148,7 +148,8 @@ def run_e2e(data, args):
     served = clf.feature_map(data.x_train[:500])
     feature_error = float(np.linalg.norm(clf.train_features_[:500] - served) / np.linalg.norm(served))
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
-               radius=args.radius, labels=args.labels, ema=args.ema, tta=clf.tta_,
+               radius=args.radius, labels=args.labels, ema=args.ema, tta=clf.tta_, seed=args.seed,
+               threads=torch.get_num_threads(),
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
                network_top1=network_top1(clf, data.x_test, data.y_test), alpha=clf.alpha_,
@@ -297,7 +298,8 @@ def write(out, rows, meta):
               f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:
         if r.get("run") == "e2e":
-            L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, label smoothing "
+            L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, seed "
+                  f"{r.get('seed', 0)}, {r.get('threads', meta['threads'])} thread(s), label smoothing "
                   f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
