@@ -46,6 +46,8 @@ def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_l
     was_training = module.training
     module.eval()
     logits, feats = [], []
+    cast = (torch.autocast(device_type=dev.type, dtype=autocast_dtype) if autocast_dtype is not None
+            else contextlib.nullcontext())
     try:
         for xb in batches:
             xb = xb.to(dev)
@@ -55,8 +57,6 @@ def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_l
             outs = []
             for view, _ in views:
                 n_before = len(captured)
-                cast = (torch.autocast(device_type=dev.type, dtype=autocast_dtype) if autocast_dtype is not None
-                        else contextlib.nullcontext())
                 with cast:
                     out = module(view)
                 outs.append(out.detach().reshape(len(view), -1).to("cpu", torch.float64))
