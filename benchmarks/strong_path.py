@@ -115,7 +115,8 @@ def estimator(args, **kw):
                   budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=args.radius),
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
                   optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
-                  lr_schedule="onecycle", label_smoothing=args.label_smoothing, precision="auto",
+                  lr_schedule="onecycle", label_smoothing=args.label_smoothing, elr_lambda=args.elr_lambda,
+                  elr_beta=args.elr_beta, precision="auto",
                   augment="flip_translate", tta=args.tta, ema=args.ema,
                   random_state=args.seed, verbose=args.verbose)
     params.update(kw)
@@ -148,7 +149,8 @@ def run_e2e(data, args):
     served = clf.feature_map(data.x_train[:500])
     feature_error = float(np.linalg.norm(clf.train_features_[:500] - served) / np.linalg.norm(served))
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
-               radius=args.radius, labels=args.labels, ema=args.ema, tta=clf.tta_, seed=args.seed,
+               radius=args.radius, elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, labels=args.labels,
+               ema=args.ema, tta=clf.tta_, seed=args.seed,
                threads=torch.get_num_threads(),
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
@@ -229,6 +231,7 @@ def run_select(data, args):
             hold, test = tta_top1(view_logits(module, x_hold), aggre[hold_rows]), tta_top1(view_logits(module, x_test), data.y_test)
             for tta in hold:
                 row = dict(run="select", labels=labels, label_smoothing=args.label_smoothing, radius=args.radius,
+                           elr_lambda=args.elr_lambda, elr_beta=args.elr_beta,
                            weights=name, tta=tta, n_fit=len(fit_rows),
                            n_holdout=len(hold_rows), epochs=args.epochs, fit_seconds=t_fit,
                            holdout_agreement=hold[tta], test_top1=test[tta])
@@ -247,6 +250,7 @@ def run_split(data, args):
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
                epochs=args.split_epochs or args.epochs, label_smoothing=args.label_smoothing, radius=args.radius,
+               elr_lambda=args.elr_lambda, elr_beta=args.elr_beta,
                ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
     t0 = time.time()
@@ -266,6 +270,11 @@ def run_split(data, args):
     del F_test
     log(f"split: {row}")
     return row
+
+
+def _elr_words(row):
+    """``"early learning lambda 3, beta 0.7, "`` when the row's network had the term, else ``""``."""
+    return f"early learning lambda {row['elr_lambda']:g}, beta {row['elr_beta']:g}, " if row.get("elr_lambda") else ""
 
 
 def write(out, rows, meta):
@@ -292,15 +301,15 @@ def write(out, rows, meta):
         best = max(sel, key=lambda r: r["holdout_agreement"])
         L += [f"**Selection** on training labels ({sel[0]['n_fit']} rows trained, {sel[0]['n_holdout']} held out, "
               f"{sel[0]['epochs']} epochs; agreement with the held-out rows' noisy aggre labels chooses; test top-1 "
-              "is not used):", "", "| labels | label smoothing | l1 radius | weights | TTA | holdout agreement | test top-1 | chosen |",
-              "|---|---|---|---|---|---|---|---|"]
-        L += [f"| {r['labels']} | {r.get('label_smoothing', 0.2)} | {r.get('radius', 0.05)} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
+              "is not used):", "", "| labels | label smoothing | l1 radius | ELR lambda | weights | TTA | holdout agreement | test top-1 | chosen |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        L += [f"| {r['labels']} | {r.get('label_smoothing', 0.2)} | {r.get('radius', 0.05)} | {r.get('elr_lambda', 0.0)} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
               f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, seed "
                   f"{r.get('seed', 0)}, {r.get('threads', meta['threads'])} thread(s), label smoothing "
-                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
+                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
@@ -309,7 +318,7 @@ def write(out, rows, meta):
         if r.get("run") == "split":
             L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
                   f"{r['head_rows']}; scope model for the head rows' labels), {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}, weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
+                  f"{r.get('label_smoothing', 0)}, {_elr_words(r)}weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
                   f"alpha {r['alpha']:.3g} (leave-one-out), fit "
                   f"{r['fit_seconds'] / 60:.1f} min:", "",
                   "| head top-1 | network top-1 | cov. stochastic (delta 0.05) | cov. bounded (l1 0.05) | "
@@ -332,6 +341,8 @@ def main(argv=None):
     p.add_argument("--label-smoothing", type=float, default=0.2, help="of the backbone's training targets")
     p.add_argument("--radius", type=float, default=0.05,
                    help="flat l1 budget of every training row: CNAT training and the split bounded tier")
+    p.add_argument("--elr-lambda", type=float, default=0.0, help="early-learning term of the network's loss (0: off)")
+    p.add_argument("--elr-beta", type=float, default=0.7, help="momentum of the early-learning targets")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)

@@ -44,6 +44,7 @@ from .classifier import (
     _validate_sample_weight,
 )
 from .exceptions import CNATValueError, NotFittedError
+from .losses import _elr_penalty, _elr_probabilities, _elr_update
 
 __all__ = ["GCELoss", "ELRLoss", "BaselineClassifier", "CleanlabFilterClassifier"]
 
@@ -145,12 +146,10 @@ class ELRLoss(nn.Module):
         index = index.long().to(logits.device)
         ce = _weighted(-(_soft_targets(target, logits.shape[-1]) * torch.log_softmax(logits, dim=-1)).sum(dim=-1),
                        sample_weight).mean()
-        p = torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
+        p = _elr_probabilities(logits)
         if self.training:
-            p_d = p.detach()
-            self.target_memory[index] = (self.beta * self.target_memory[index]
-                                         + (1.0 - self.beta) * p_d / p_d.sum(dim=-1, keepdim=True))
-        reg = _weighted(torch.log(1.0 - (self.target_memory[index] * p).sum(dim=-1)), sample_weight).mean()
+            _elr_update(self.target_memory, index, p, self.beta)
+        reg = _weighted(_elr_penalty(self.target_memory[index], p), sample_weight).mean()
         return ce + self.lam * reg
 
 

@@ -287,6 +287,9 @@ class _CNATNet(NeuralNet):
     """
 
     budget_scale = 1.0
+    elr_lambda = 0.0  # weight of the early-learning term; > 0: the last target column is the row index
+    elr_beta = 0.7
+    elr_memory = None  # (n_train, K) temporal ensemble of the network's predictions (losses._elr_update)
     autocast_dtype = None  # torch dtype of the training autocast, None for float32
     channels_last = False
     augment_fn = None  # callable(batch, generator), applied to training batches only
@@ -315,10 +318,23 @@ class _CNATNet(NeuralNet):
         s = self.budget_scale
         r = (y_true[:, k] * s).clamp(max=2.0)
         rho = y_true[:, k + 1] * s
-        if y_true.shape[1] > k + 2:  # weighted: column k + 2 holds w_i / mean(w); loss mean(w_i loss_i) / mean(w)
-            losses = self.criterion_(y_pred, pi, r=r, rho=rho)
-            return (losses * y_true[:, k + 2]).mean()
-        return self.criterion_(y_pred, pi, r=r, rho=rho)
+        extra = y_true[:, k + 2:]  # [w_i / mean(w)] when weighted, then [row index] with the ELR term
+        if not self.elr_lambda and not extra.shape[1]:
+            return self.criterion_(y_pred, pi, r=r, rho=rho)
+        losses = self.criterion_(y_pred, pi, r=r, rho=rho)
+        if self.elr_lambda:
+            from .losses import _elr_penalty, _elr_probabilities, _elr_update
+
+            index, extra = extra[:, -1].long(), extra[:, :-1]
+            if self.elr_memory.device != y_pred.device:
+                self.elr_memory = self.elr_memory.to(y_pred.device)
+            p = _elr_probabilities(y_pred)
+            if training:
+                _elr_update(self.elr_memory, index, p, self.elr_beta)
+            losses = losses + self.elr_lambda * _elr_penalty(self.elr_memory[index], p)
+        if extra.shape[1]:  # loss mean(w_i loss_i) / mean(w)
+            return (losses * extra[:, 0]).mean()
+        return losses.mean()
 
 
 def _softmax(logits):
@@ -444,6 +460,19 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         same radii. Each row's target depends on that row's own ``pi`` only, so
         ``budget.rowwise`` and ``feature_split`` are unaffected; the head, its
         certificates and calibration read the unsmoothed ``pi``.
+    elr_lambda : float >= 0, default=0.0
+        Network training only: weight ``lambda`` of the early-learning term (Liu et
+        al. 2020, eq. 6) added to each row's CNAT loss,
+        ``lambda * log(1 - <t_i, p_i>)``, with ``p_i`` the network's softmax
+        (clipped to ``[1e-4, 1 - 1e-4]``) and ``t_i`` the running average of its
+        past predictions for row ``i`` (``t_i <- elr_beta t_i + (1 - elr_beta) p_i``,
+        updated each time the row is in a training batch, starting at 0). It pulls
+        the network toward what it predicted early, before it memorises wrong labels.
+        ``t_i`` is a function of row ``i``'s own training history, so with
+        ``feature_split`` the backbone still never reads a head row's label; the head,
+        its certificates and calibration are as without it. ``0``: off.
+    elr_beta : float in [0, 1), default=0.7
+        Momentum of ``t_i`` (``elr_lambda > 0``).
     ema : float in (0, 1) or None, default=None
         Network training only: keep an exponential moving average of the module's
         parameters over training steps, ``decay = ema`` per step
@@ -533,6 +562,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         tta="auto",
         lr_schedule=None,
         label_smoothing=0.0,
+        elr_lambda=0.0,
+        elr_beta=0.7,
         ema=None,
         accelerator=None,
         device="cpu",
@@ -564,6 +595,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.tta = tta
         self.lr_schedule = lr_schedule
         self.label_smoothing = label_smoothing
+        self.elr_lambda = elr_lambda
+        self.elr_beta = elr_beta
         self.ema = ema
         self.accelerator = accelerator
         self.device = device
@@ -634,6 +667,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         ls = self.label_smoothing
         if isinstance(ls, bool) or not (isinstance(ls, numbers.Real) and 0 <= ls < 1):
             raise CNATValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
+        lam, beta = self.elr_lambda, self.elr_beta
+        if isinstance(lam, bool) or not (isinstance(lam, numbers.Real) and np.isfinite(lam) and lam >= 0):
+            raise CNATValueError(f"elr_lambda must be a finite number >= 0, got {lam!r}")
+        if isinstance(beta, bool) or not (isinstance(beta, numbers.Real) and 0 <= beta < 1):
+            raise CNATValueError(f"elr_beta must be a number in [0, 1), got {beta!r}")
         if self.ema is not None:
             from .callbacks import _check_ema_decay
 
@@ -712,7 +750,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         return budget
 
     def _targets(self, budget, sample_weight=None):
-        """``[pi, r, rho]`` (n, K + 2) and, with weights, ``w_i / mean(w)`` as column K + 2."""
+        """``[pi, r, rho]`` (n, K + 2); with weights, ``w_i / mean(w)`` as column K + 2; with the
+        early-learning term, the row index ``0 .. n - 1`` as the last column."""
         rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
         pi = budget.pi
         if self.label_smoothing:
@@ -720,6 +759,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         cols = [pi, budget.r[:, None], rho[:, None]]
         if sample_weight is not None:
             cols.append((sample_weight / sample_weight.mean())[:, None])
+        if self.elr_lambda:
+            if len(budget) > 2**24:
+                raise CNATValueError(f"elr_lambda > 0 supports at most 2**24 training rows (the row index travels "
+                                     f"as a float32 target column), got {len(budget)}")
+            cols.append(np.arange(len(budget), dtype=np.float64)[:, None])
         t = np.concatenate(cols, axis=1)
         return torch.as_tensor(t, dtype=torch.float32)
 
@@ -803,7 +847,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         net = net_cls(
             module=module,
             criterion=CNATLoss,
-            criterion__reduction="none" if getattr(self, "sample_weight_", None) is not None else "mean",
+            criterion__reduction="none" if getattr(self, "sample_weight_", None) is not None or self.elr_lambda
+            else "mean",
             criterion__geometry=self.geometry,
             criterion__mode=self.mode,
             criterion__random_state=seed,
@@ -824,6 +869,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.accelerator is None:
             net.autocast_dtype = _autocast_dtype(self.precision, self.device)
         net.channels_last = self._input_kind == "images"
+        if self.elr_lambda:
+            net.elr_lambda, net.elr_beta = float(self.elr_lambda), float(self.elr_beta)
+            net.elr_memory = torch.zeros(n_train if n_train is not None else len(inputs), n_classes)
         net.augment_fn = augment_fn
         net.augment_generator = torch.Generator().manual_seed(
             seed if seed is not None else int(np.random.SeedSequence().generate_state(1)[0]))

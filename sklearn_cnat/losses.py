@@ -9,6 +9,13 @@ robust cross-entropy (S15)
 
 or, in ``mode="smooth"``, the cross-entropy against a label distribution drawn
 at random inside ``U_i`` (S16).
+
+The early-learning term (Liu et al., "Early-Learning Regularization Prevents
+Memorization of Noisy Labels", NeurIPS 2020, eqs. 5-6) that
+:class:`~sklearn_cnat.CNATClassifier` (``elr_lambda``) and
+:class:`~sklearn_cnat.baselines.ELRLoss` add lives here as two pure functions:
+:func:`_elr_update` (the temporal ensemble ``t_i``) and :func:`_elr_penalty`
+(``log(1 - <t_i, p_i>)``).
 """
 
 import numbers
@@ -158,6 +165,26 @@ class CNATLoss(nn.Module):
                 seed = check_random_state(seed).randint(np.iinfo(np.int32).max)
             self._generators[device] = torch.Generator(device=device).manual_seed(int(seed))
         return self._generators[device]
+
+
+def _elr_probabilities(logits):
+    """Softmax of ``logits`` (n, K) clipped to ``[1e-4, 1 - 1e-4]`` (Liu et al. 2020, section 4)."""
+    return torch.softmax(logits, dim=-1).clamp(1e-4, 1.0 - 1e-4)
+
+
+def _elr_update(memory, index, p, beta):
+    """Temporal ensemble, in place: ``t_i <- beta t_i + (1 - beta) p_i / sum(p_i)`` (eq. 5).
+
+    ``memory`` (n_samples, K) holds ``t``; ``index`` (n,) the rows of the batch; ``p``
+    (n, K) the clipped probabilities (detached here).
+    """
+    p = p.detach()
+    memory[index] = beta * memory[index] + (1.0 - beta) * (p / p.sum(dim=-1, keepdim=True)).to(memory.dtype)
+
+
+def _elr_penalty(t, p):
+    """Per-example ``log(1 - <t_i, p_i>)`` (eq. 6) for targets ``t`` and probabilities ``p`` (n, K)."""
+    return torch.log(1.0 - (t.to(p.dtype) * p).sum(dim=-1))
 
 
 def _check_logits_and_pi(logits, pi):

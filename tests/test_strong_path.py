@@ -323,17 +323,17 @@ def test_split_covers_head_rows_and_refuses_unsound_settings():
         _split_clf(head="softmax").fit(X, votes)
 
 
-@pytest.mark.parametrize("ema", [None, 0.9])
-def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(ema):
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9}, {"elr_lambda": 3.0}], ids=["plain", "ema", "elr"])
+def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(extra):
     X, votes, _ = _images(160, seed=6)
     Xt = _images(40, seed=7)[0]
-    clf = _split_clf(ema=ema).fit(X, votes)
+    clf = _split_clf(**extra).fit(X, votes)
     head = np.flatnonzero(clf.head_rows_)
     # 1. any change of the covered rows' labels leaves the backbone bit-identical
     changed = votes.copy()
     rng = np.random.default_rng(0)
     changed[head] = np.eye(3, dtype=int)[rng.integers(3, size=head.size)] * 3
-    other = _split_clf(ema=ema).fit(X, changed)
+    other = _split_clf(**extra).fit(X, changed)
     for p, q in zip(clf.net_.module_.state_dict().values(), other.net_.module_.state_dict().values()):
         assert torch.equal(p, q)
     np.testing.assert_array_equal(clf.feature_map(Xt), other.feature_map(Xt))
@@ -356,7 +356,7 @@ def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(e
         attacked_votes = votes.copy()
         for i, hi in zip(rows, h[np.argsort(-np.abs(h))[:2]]):
             attacked_votes[i] = np.eye(3, dtype=int)[runner if hi > 0 else c] * 3
-        refit = _split_clf(ema=ema).fit(X, attacked_votes)
+        refit = _split_clf(**extra).fit(X, attacked_votes)
         assert refit.predict(Xt[t:t + 1])[0] == flip.prediction[t]
 
 
@@ -420,6 +420,96 @@ def test_label_smoothing_reaches_the_backbone_loss_only():
 
     coef, intercept = _ridge_fit(smooth.train_features_, smooth.budget_.pi, smooth.alpha_)
     np.testing.assert_allclose(smooth.coef_, coef, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- early learning
+
+
+def _elr_clf(radius, lam=3.0, beta=0.7, **kw):
+    params = dict(module=FastCNN, module_kwargs=TINY, max_epochs=0, head="softmax", elr_lambda=lam, elr_beta=beta,
+                  random_state=0, budget=NoiseBudgetTransformer(classes=np.arange(3), mapping="flat", radius=radius))
+    return CNATClassifier(**{**params, **kw})
+
+
+def test_early_learning_term_is_liu_et_al_on_top_of_the_cnat_loss():
+    from sklearn_cnat.baselines import ELRLoss
+    from sklearn_cnat.losses import CNATLoss
+
+    X, votes, _ = _images(12, seed=11)
+    logits = torch.randn(12, 3, generator=torch.Generator().manual_seed(0)) * 3
+    # radius 0: the CNAT loss is the cross-entropy against pi, so the net's loss is ELRLoss's, step by step
+    clf = _elr_clf(0.0, lam=3.0, beta=0.6).fit(X, votes)
+    net, t = clf.net_, clf._targets(clf.budget_)
+    assert t.shape == (12, 6) and torch.equal(t[:, -1], torch.arange(12.0))
+    ref = ELRLoss(n_samples=12, n_classes=3, lam=3.0, beta=0.6)
+    pi = torch.as_tensor(clf.budget_.pi, dtype=torch.float32)
+    for rows in (np.arange(12), np.array([7, 2, 5]), np.array([2, 11])):
+        got = net.get_loss(logits[rows], t[rows], training=True)
+        want = ref(logits[rows], pi[rows], index=torch.as_tensor(rows))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net.elr_memory, ref.target_memory, rtol=1e-6, atol=1e-7)
+    assert net.elr_memory[[0, 1, 3]].abs().sum() > 0 and net.elr_memory[[4, 6, 8]].sum() > 0
+    # evaluation never updates the memory
+    before = net.elr_memory.clone()
+    net.get_loss(logits, t, training=False)
+    assert torch.equal(net.elr_memory, before)
+    # radius 0.3: the worst-case cross-entropy over the l1 ball plus lambda log(1 - <t_i, p_i>)
+    clf = _elr_clf(0.3).fit(X, votes)
+    net, t = clf.net_, clf._targets(clf.budget_)
+    net.get_loss(logits, t, training=True)
+    memory = net.elr_memory.clone()
+    got = net.get_loss(logits, t, training=True)
+    p = torch.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
+    memory = 0.7 * memory + 0.3 * p / p.sum(-1, keepdim=True)
+    robust = CNATLoss(geometry="l1", reduction="none")(logits, pi, r=torch.full((12,), 0.3))
+    want = (robust + 3.0 * torch.log(1 - (memory * p).sum(-1))).mean()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert got < robust.mean() - 0.1  # log(1 - <t, p>) < 0 once t is non-zero: a real addition
+
+
+def test_early_learning_with_weights_and_a_validation_split_reads_the_right_columns():
+    X, votes, _ = _images(40, seed=12)
+    w = np.linspace(0.5, 2.0, 40)
+    clf = _elr_clf(0.1).fit(X, votes, sample_weight=w)
+    net, t = clf.net_, clf._targets(clf.budget_, w)
+    np.testing.assert_allclose(t[:, 5].numpy(), w / w.mean(), rtol=1e-6)
+    assert torch.equal(t[:, 6], torch.arange(40.0))
+    logits = torch.randn(40, 3, generator=torch.Generator().manual_seed(1))
+    got = net.get_loss(logits, t, training=True)
+    p = torch.softmax(logits, -1).clamp(1e-4, 1 - 1e-4)
+    from sklearn_cnat.losses import CNATLoss
+
+    robust = CNATLoss(reduction="none")(logits, torch.as_tensor(clf.budget_.pi, dtype=torch.float32),
+                                        r=torch.full((40,), 0.1))
+    pen = torch.log(1 - (net.elr_memory * p).sum(-1))
+    torch.testing.assert_close(got, ((robust + 3.0 * pen) * t[:, 5]).mean(), rtol=1e-5, atol=1e-5)
+    # skorch's validation split: only the training part's rows enter the memory
+    clf = _elr_clf(0.1, max_epochs=1, validation_fraction=0.25, batch_size=8).fit(X, votes)
+    seen = clf.net_.elr_memory.sum(1) > 0
+    assert int(seen.sum()) == 30
+
+
+def test_early_learning_stops_the_network_memorising_flipped_labels():
+    X, _, y = _images(300, seed=3)
+    Xt, _, yt = _images(300, seed=4)
+    rng = np.random.default_rng(0)
+    flipped = rng.random(300) < 0.4
+    noisy = np.where(flipped, (y + rng.integers(1, 3, size=300)) % 3, y)
+    fits = {}
+    for lam in (0.0, 3.0):
+        fits[lam] = _elr_clf(0.0, lam=lam, max_epochs=60, batch_size=32, lr=0.05, optimizer="sgd",
+                             optimizer_kwargs={"momentum": 0.9}, augment=None, tta=False).fit(X, np.eye(3)[noisy] * 3)
+    memorised = {lam: np.mean(c.predict(X)[flipped] == noisy[flipped]) for lam, c in fits.items()}
+    test_top1 = {lam: np.mean(c.predict(Xt) == yt) for lam, c in fits.items()}
+    assert memorised[0.0] > 0.8 and memorised[3.0] < 0.2, memorised  # measured 1.0 and 0.0
+    assert test_top1[3.0] > test_top1[0.0] + 0.1, test_top1  # measured 1.0 and 0.77
+
+
+@pytest.mark.parametrize("name, bad", [("elr_lambda", -1.0), ("elr_lambda", np.nan), ("elr_lambda", True),
+                                       ("elr_lambda", "3"), ("elr_beta", 1.0), ("elr_beta", -0.1)])
+def test_early_learning_parameters_out_of_range_are_refused(name, bad):
+    with pytest.raises(CNATValueError, match=f"{name} must be"):
+        CNATClassifier(**{name: bad}).fit(np.zeros((4, 2)), [0, 1, 0, 1])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, True, "0.1", np.nan])
