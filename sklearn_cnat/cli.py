@@ -45,8 +45,9 @@ def _check_options(args):
     need(not (args.cifar10n and (args.images or args.votes)), "--cifar10n cannot be combined with --images/--votes")
     need(not (args.votes and not args.images), "--votes needs --images (the images the votes are about)")
     need(args.ema is None or 0.0 < args.ema < 1.0, f"--ema must be a decay in (0, 1), got {args.ema}")
-    need((args.ema is None and args.tta == "auto") or args.images or args.cifar10n,
-         "--ema and --tta need image data (--images or --cifar10n): the default digits are fitted linearly")
+    need(np.isfinite(args.elr) and args.elr >= 0, f"--elr must be a weight >= 0, got {args.elr}")
+    need((args.ema is None and args.tta == "auto" and not args.elr) or args.images or args.cifar10n,
+         "--ema, --tta and --elr need image data (--images or --cifar10n): the default digits are fitted linearly")
     fs = args.feature_split
     need(fs is None or 0.0 < fs < 1.0, f"--feature-split must be a fraction in (0, 1), got {fs}")
     need(fs is None or args.images or args.cifar10n,
@@ -208,7 +209,7 @@ def _estimators(args, data):
                       max_epochs=args.epochs, lr=0.05, batch_size=64, optimizer="sgd",
                       optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
-                      ema=args.ema)
+                      ema=args.ema, elr_lambda=args.elr)
         if args.feature_split is not None:
             ridge_extra["feature_split"] = args.feature_split
     else:
@@ -408,6 +409,9 @@ def build_parser():
     model.add_argument("--ema", type=float, default=None,
                        help="image data: decay per step of a weight average used as the trained network "
                             "(e.g. 0.999 for 50,000 images; none by default)")
+    model.add_argument("--elr", type=float, default=0.0,
+                       help="image data: weight lambda of the early-learning term in the networks' loss (Liu et "
+                            "al. 2020; e.g. 3; 0: off), which keeps a network from memorising wrong labels")
     model.add_argument("--tta", default="auto", choices=["auto", "flip", "flip_translate"],
                        help="image data: test-time views (auto: the image and its mirror image; flip_translate: "
                             "also both shifted one pixel, three times the evaluations)")

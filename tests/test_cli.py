@@ -191,7 +191,7 @@ def test_feature_split_gives_whole_model_certificates_for_the_head_rows(tmp_path
     assert "--feature-split needs image data" in capsys.readouterr().err
 
 
-def test_ema_and_tta_reach_the_networks_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
+def test_ema_tta_and_elr_reach_the_networks_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     import sklearn_cnat.cli as cli
 
@@ -202,18 +202,24 @@ def test_ema_and_tta_reach_the_networks_and_bad_values_are_refused(tmp_path, cap
     seen = []
     real = cli._estimators
     monkeypatch.setattr(cli, "_estimators", lambda args, data: seen.append(real(args, data)) or seen[-1])
-    rows, _ = _run_csv(tmp_path, long, "ema", "--ema", "0.9", "--tta", "flip_translate", "--backbone", "small_cnn")
+    rows, _ = _run_csv(tmp_path, long, "ema", "--ema", "0.9", "--tta", "flip_translate", "--elr", "3",
+                       "--backbone", "small_cnn")
     assert set(rows) == {"cross-entropy", "cnat", "cnat-ridge"}
     for est in seen[0].values():
         assert est.ema == 0.9 and est.tta == "flip_translate" and est.tta_ == "flip_translate"
         assert "weight_ema" in dict(est.net_.callbacks_)
+        assert est.elr_lambda == 3.0 and est.net_.elr_memory.abs().sum() > 0
     for bad in ("0", "1", "-0.5"):
         assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(long), "--ema", bad,
                      "--output", str(tmp_path / "bad")]) == EXIT_USAGE
         assert "--ema must be a decay in (0, 1)" in capsys.readouterr().err
-    for flag in (["--ema", "0.99"], ["--tta", "flip"]):
+    for bad in ("-1", "nan"):
+        assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(long), "--elr", bad,
+                     "--output", str(tmp_path / "bad")]) == EXIT_USAGE
+        assert "--elr must be a weight >= 0" in capsys.readouterr().err
+    for flag in (["--ema", "0.99"], ["--tta", "flip"], ["--elr", "3"]):
         assert main(["run", *flag, "--output", str(tmp_path / "bad")]) == EXIT_USAGE
-        assert "--ema and --tta need image data" in capsys.readouterr().err
+        assert "--ema, --tta and --elr need image data" in capsys.readouterr().err
 
 
 def test_relabel_list_is_the_expected_gain_ranking_with_item_names(tmp_path, monkeypatch):
