@@ -172,34 +172,34 @@ def run_trial(data, args):
         row = dict(run="trial", whiten=whiten, n_train=len(data.votes), epochs=args.epochs,
                    fit_seconds=time.time() - t0)
         inputs = clf._loader_inputs(clf._prepare_inputs(data.x_test, fit=False)[0])
-        for mode in (False, "flip", "flip_translate"):
-            logits = _forward_batched(clf.net_.module_, inputs, tta=mode)[0]
-            row[f"top1_tta_{mode or 'none'}"] = float(np.mean(logits.argmax(1) == data.y_test))
+        views = _forward_batched(clf.net_.module_, inputs, tta="flip_translate", per_view=True)[0]  # float32
+        row.update({f"top1_tta_{mode}": top1 for mode, top1 in tta_top1(views, data.y_test).items()})
         log(f"trial: {row}")
         rows.append(row)
     return rows
 
 
 def view_logits(module, x, batch=500):
-    """Logits of the six flip-translate views of every image, batched (bf16 where native)."""
-    from sklearn_cnat._augment import _tta_views
+    """Logits (6, n, K) of the six flip-translate views of every image (image, mirror, then the shifted
+    pairs), batched, bf16 where native: the package's batched pass with its views kept apart."""
+    from sklearn_cnat._inference import _forward_batched
     from sklearn_cnat._precision import _autocast_dtype
 
-    dtype = _autocast_dtype("auto", "cpu")
-    module.eval()
-    outs = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-        for start in range(0, len(x), batch):
-            xb = torch.as_tensor(x[start:start + batch]).contiguous(memory_format=torch.channels_last)
-            outs.append(torch.stack([module(v).float() for v, _ in _tta_views(xb, "flip_translate")]))
-    return torch.cat(outs, 1).double().numpy()  # (6, n, K): image, mirror, then shifted pairs
+    return _forward_batched(module, x, batch_size=batch, tta="flip_translate", per_view=True,
+                            autocast_dtype=_autocast_dtype("auto", "cpu"), channels_last=True)[0]
 
 
 def tta_predictions(views):
-    """Predicted classes under no TTA, flip and flip-translate from the six views' logits."""
-    combos = dict(none=views[0], flip=(views[0] + views[1]) / 2,
-                  flip_translate=(views[0] + views[1]) / 4 + views[2:].sum(0) / 8)
-    return {k: v.argmax(1) for k, v in combos.items()}
+    """Predicted classes under no TTA, flip and flip-translate: the views' logits averaged with the
+    package's test-time weights (``_tta_views``; each mode's views are a prefix of the six)."""
+    from sklearn_cnat._augment import _tta_views
+
+    one = torch.zeros(1, 1, 3, 3)
+    out = {}
+    for name, mode in (("none", False), ("flip", "flip"), ("flip_translate", "flip_translate")):
+        weights = [w for _, w in _tta_views(one, mode)]
+        out[name] = sum(w * v for w, v in zip(weights, views)).argmax(1)
+    return out
 
 
 def tta_top1(views, y):

@@ -32,8 +32,12 @@ def _item_input(item):
 
 
 @torch.no_grad()
-def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_last=False):
-    """Logits and (optionally) head inputs for an iterable of input batches, in eval mode."""
+def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_last=False, per_view=False):
+    """Logits and (optionally) head inputs for an iterable of input batches, in eval mode.
+
+    ``per_view``: every test-time view's outputs, stacked on a leading axis (views in
+    ``_tta_views`` order), instead of their weighted mean.
+    """
     from ._augment import _tta_views
     from .models import find_last_linear
 
@@ -63,16 +67,18 @@ def _evaluate(module, batches, *, features, tta, autocast_dtype=None, channels_l
                 if features and len(captured) != n_before + 1:
                     raise RuntimeError("the module's last torch.nn.Linear layer must run exactly once per "
                                        "forward pass for the feature map to be defined")
-            logits.append(_weighted_mean(outs, views))
+            combine = torch.stack if per_view else lambda o: _weighted_mean(o, views)
+            logits.append(combine(outs))
             if features:
                 views_f = [captured.pop().to("cpu", torch.float64) for _ in views][::-1]
-                feats.append(_weighted_mean(views_f, views))
+                feats.append(combine(views_f))
     finally:
         if hook is not None:
             hook.remove()
         module.train(was_training)
-    out_logits = torch.cat(logits).numpy() if logits else np.zeros((0, 0))
-    out_feats = (torch.cat(feats).numpy() if feats else np.zeros((0, 0))) if features else None
+    axis = 1 if per_view else 0
+    out_logits = torch.cat(logits, axis).numpy() if logits else np.zeros((0, 0))
+    out_feats = (torch.cat(feats, axis).numpy() if feats else np.zeros((0, 0))) if features else None
     return out_logits, out_feats
 
 
@@ -110,11 +116,14 @@ def _forward_per_point(module, dataset, *, features=False, tta=False):
 
 
 def _forward_batched(module, dataset, *, batch_size=512, features=False, tta=False, autocast_dtype=None,
-                     channels_last=False):
+                     channels_last=False, per_view=False):
     """As :func:`_forward_per_point`, in batches of ``batch_size`` (not batch-invariant).
 
     ``autocast_dtype`` (a torch dtype, or None for float32) evaluates under autocast;
     ``channels_last`` makes 4-d batches channels-last first. Outputs are float64.
+    ``per_view=True`` returns each test-time view's outputs, shape (n_views, n_samples, .),
+    in ``_tta_views`` order (the image, its mirror image, then the shifted pairs), instead
+    of their weighted mean.
     """
     def batches():
         for start in range(0, len(dataset), batch_size):
@@ -122,4 +131,4 @@ def _forward_batched(module, dataset, *, batch_size=512, features=False, tta=Fal
                                for i in range(start, min(start + batch_size, len(dataset)))])
 
     return _evaluate(module, batches(), features=features, tta=tta, autocast_dtype=autocast_dtype,
-                     channels_last=channels_last)
+                     channels_last=channels_last, per_view=per_view)

@@ -86,6 +86,28 @@ def test_head_training_features_are_one_batched_pass_in_the_training_precision(p
         assert 0 < rel < 1e-1
 
 
+def test_batched_pass_can_keep_the_test_time_views_apart():
+    from sklearn_cnat._inference import _forward_batched
+
+    X, votes, _ = _images(30, seed=3)
+    clf = CNATClassifier(module=FastCNN, module_kwargs=TINY, head="softmax", max_epochs=1, random_state=0).fit(X, votes)
+    data = clf._prepare_inputs(X, fit=False)[0]
+    module = clf.net_.module_
+    for mode, n_views in ((False, 1), ("flip", 2), ("flip_translate", 6)):
+        logits, feats = _forward_batched(module, data, batch_size=8, features=True, tta=mode)
+        views, view_feats = _forward_batched(module, data, batch_size=8, features=True, tta=mode, per_view=True)
+        assert views.shape == (n_views, 30, 3) and view_feats.shape == (n_views,) + feats.shape
+        weights = [w for _, w in _tta_views(torch.zeros(1, 3, 16, 16), mode)]
+        np.testing.assert_array_equal(sum(w * v for w, v in zip(weights, views)), logits)
+        np.testing.assert_array_equal(sum(w * v for w, v in zip(weights, view_feats)), feats)
+    # the first view is the image itself, the second its mirror image
+    single = _forward_batched(module, data, batch_size=8)[0]
+    mirror = _forward_batched(module, np.ascontiguousarray(data[..., ::-1]), batch_size=8)[0]
+    views = _forward_batched(module, data, batch_size=8, tta="flip_translate", per_view=True)[0]
+    np.testing.assert_allclose(views[0], single, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(views[1], mirror, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- augmentation, TTA
 
 
