@@ -107,14 +107,47 @@ def throughput(steps=4, batch=256):
     return rows
 
 
+def recipe(args):
+    """The optimiser and FastCNN settings that differ from the defaults (recorded in every row)."""
+    out = {}
+    if args.momentum != 0.9:
+        out["momentum"] = args.momentum
+    if args.bn_bias_lr_scale != 1.0:
+        out["bn_bias_lr_scale"] = args.bn_bias_lr_scale
+    if args.bn_momentum != 0.1:
+        out["batchnorm_momentum"] = args.bn_momentum
+    if args.bn_weight == "frozen":
+        out["batchnorm_weight"] = False
+    if args.logit_scale != 1.0:
+        out["logit_scale"] = args.logit_scale
+    return out
+
+
+def _recipe_words(row):
+    return "".join(f"{k.replace('_', ' ')} {v:g}, " if not isinstance(v, bool) else f"{k.replace('_', ' ')} {v}, "
+                   for k, v in row.get("recipe", {}).items())
+
+
 def estimator(args, **kw):
+    from torch import nn
+
     from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
     from sklearn_cnat.models import FastCNN
 
-    params = dict(module=FastCNN, head="ridge", alpha=ALPHAS,
+    module_kwargs = {k: v for k, v in recipe(args).items() if k in ("batchnorm_momentum", "batchnorm_weight",
+                                                                     "logit_scale")}
+    module_kwargs.update(kw.pop("module_kwargs", None) or {})
+    optimizer_kwargs = {"momentum": args.momentum, "nesterov": True, "weight_decay": args.weight_decay}
+    if args.bn_bias_lr_scale != 1.0:
+        # airbench94: BatchNorm biases at scale x the learning rate, weight decay / scale (the same decay per step)
+        biases = [f"{name}.bias" for name, m in FastCNN(**module_kwargs).named_modules() if isinstance(m, nn.BatchNorm2d)]
+        optimizer_kwargs["param_groups"] = [(name, {"lr": args.lr * args.bn_bias_lr_scale,
+                                                    "weight_decay": args.weight_decay / args.bn_bias_lr_scale})
+                                            for name in biases]
+    params = dict(module=FastCNN, head="ridge", alpha=ALPHAS, module_kwargs=module_kwargs or None,
                   budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=args.radius),
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",
-                  optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": args.weight_decay},
+                  optimizer_kwargs=optimizer_kwargs,
                   lr_schedule="onecycle", label_smoothing=args.label_smoothing, elr_lambda=args.elr_lambda,
                   elr_beta=args.elr_beta, precision="auto",
                   augment="flip_translate", tta=args.tta, ema=args.ema,
@@ -150,7 +183,8 @@ def run_e2e(data, args):
     served = clf.feature_map(data.x_train[:500])
     feature_error = float(np.linalg.norm(clf.train_features_[:500] - served) / np.linalg.norm(served))
     row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
-               radius=args.radius, elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, labels=args.labels,
+               radius=args.radius, elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args),
+               lr=args.lr, weight_decay=args.weight_decay, batch=args.batch, labels=args.labels,
                ema=args.ema, tta=clf.tta_, seed=args.seed,
                threads=torch.get_num_threads(),
                fit_seconds=t_fit, predict_seconds=t_pred,
@@ -246,7 +280,8 @@ def run_select(data, args):
             share = vote_share(hold_views, data.votes[hold_rows])
             for tta in hold:
                 row = dict(run="select", labels=labels, label_smoothing=args.label_smoothing, radius=args.radius,
-                           elr_lambda=args.elr_lambda, elr_beta=args.elr_beta,
+                           elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args), lr=args.lr,
+                           weight_decay=args.weight_decay, batch=args.batch,
                            weights=name, tta=tta, n_fit=len(fit_rows),
                            n_holdout=len(hold_rows), epochs=args.epochs, fit_seconds=t_fit,
                            holdout_agreement=hold[tta], holdout_vote_share=share[tta], test_top1=test[tta])
@@ -265,7 +300,7 @@ def run_split(data, args):
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
                epochs=args.split_epochs or args.epochs, label_smoothing=args.label_smoothing, radius=args.radius,
-               elr_lambda=args.elr_lambda, elr_beta=args.elr_beta,
+               elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args),
                ema=args.ema, tta=clf.tta_,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
     t0 = time.time()
@@ -330,7 +365,7 @@ def write(out, rows, meta):
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, seed "
                   f"{r.get('seed', 0)}, {r.get('threads', meta['threads'])} thread(s), label smoothing "
-                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
+                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}{_recipe_words(r)}labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
@@ -339,7 +374,7 @@ def write(out, rows, meta):
         if r.get("run") == "split":
             L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - r['head_rows']} rows, certified head on "
                   f"{r['head_rows']}; scope model for the head rows' labels), {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}, {_elr_words(r)}weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
+                  f"{r.get('label_smoothing', 0)}, {_elr_words(r)}{_recipe_words(r)}weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
                   f"alpha {r['alpha']:.3g} (leave-one-out), fit "
                   f"{r['fit_seconds'] / 60:.1f} min:", "",
                   "| head top-1 | network top-1 | cov. stochastic (delta 0.05) | cov. bounded (l1 0.05) | "
@@ -365,6 +400,13 @@ def main(argv=None):
     p.add_argument("--elr-lambda", type=float, default=0.0, help="early-learning term of the network's loss (0: off)")
     p.add_argument("--elr-beta", type=float, default=0.7, help="momentum of the early-learning targets")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD (Nesterov) momentum")
+    p.add_argument("--bn-bias-lr-scale", type=float, default=1.0,
+                   help="BatchNorm biases train at this multiple of the learning rate (airbench94: 64)")
+    p.add_argument("--bn-momentum", type=float, default=0.1, help="FastCNN(batchnorm_momentum=) (airbench94: 0.4)")
+    p.add_argument("--bn-weight", choices=["train", "frozen"], default="train",
+                   help="FastCNN(batchnorm_weight=): frozen keeps the BatchNorm scales at 1 (airbench94)")
+    p.add_argument("--logit-scale", type=float, default=1.0, help="FastCNN(logit_scale=) (airbench94: 1/9)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")

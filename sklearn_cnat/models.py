@@ -15,6 +15,8 @@ input of that layer is the *feature map* used by the exact ridge certificate
 forward hook, so torchvision models (whose last layer is ``fc``) work too.
 """
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
@@ -70,11 +72,13 @@ class SmallCNN(nn.Module):
         return self.fc(self.features(x))
 
 
-def _conv_bn_gelu(c_in, c_out, pool=False):
+def _conv_bn_gelu(c_in, c_out, pool=False, bn_momentum=0.1, bn_weight=True):
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    return layers + [nn.BatchNorm2d(c_out), nn.GELU()]
+    bn = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+    bn.weight.requires_grad_(bool(bn_weight))  # False: the scale stays 1 (airbench94)
+    return layers + [bn, nn.GELU()]
 
 
 class FastCNN(nn.Module):
@@ -100,6 +104,14 @@ class FastCNN(nn.Module):
         (:class:`~sklearn_cnat.CNATClassifier` calls it before training) and which never
         train (its bias does). ``stem`` must then be even and at most
         ``8 * in_channels``. ``False``: a trained 3 x 3 conv - BatchNorm - GELU stem.
+    batchnorm_momentum : float in (0, 1], default=0.1
+        torch's ``BatchNorm2d`` momentum of the running statistics (airbench94: 0.4,
+        its "0.6" in the other convention).
+    batchnorm_weight : bool, default=True
+        Train the BatchNorm scales; ``False`` keeps them at 1 (airbench94), only the
+        biases train.
+    logit_scale : float > 0, default=1.0
+        Multiplies the output of ``fc`` (airbench94: 1/9); the feature map is unchanged.
 
     Notes
     -----
@@ -107,11 +119,18 @@ class FastCNN(nn.Module):
     output ``(n, num_classes)``.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, widths=(64, 256, 256), stem=24, whiten=True):
+    def __init__(self, num_classes=10, in_channels=3, widths=(64, 256, 256), stem=24, whiten=True,
+                 batchnorm_momentum=0.1, batchnorm_weight=True, logit_scale=1.0):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 1 or min(widths) < 1 or stem < 1:
             raise CNATValueError(f"widths and stem must be positive, got widths={widths}, stem={stem}")
+        if not (isinstance(batchnorm_momentum, numbers.Real) and 0 < batchnorm_momentum <= 1):
+            raise CNATValueError(f"batchnorm_momentum must be in (0, 1], got {batchnorm_momentum!r}")
+        if not (isinstance(logit_scale, numbers.Real) and np.isfinite(logit_scale) and logit_scale > 0):
+            raise CNATValueError(f"logit_scale must be a finite number > 0, got {logit_scale!r}")
+        self.logit_scale = float(logit_scale)
+        bn = dict(bn_momentum=float(batchnorm_momentum), bn_weight=batchnorm_weight)
         self.whiten = bool(whiten)
         if self.whiten:
             if stem % 2 or stem > 8 * in_channels:
@@ -121,10 +140,10 @@ class FastCNN(nn.Module):
             conv.weight.requires_grad_(False)
             layers = [conv, nn.GELU()]
         else:
-            layers = _conv_bn_gelu(in_channels, stem)
+            layers = _conv_bn_gelu(in_channels, stem, **bn)
         c = stem
         for w in widths:
-            layers += _conv_bn_gelu(c, w, pool=True) + _conv_bn_gelu(w, w)
+            layers += _conv_bn_gelu(c, w, pool=True, **bn) + _conv_bn_gelu(w, w, **bn)
             c = w
         self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.fc = nn.Linear(c, num_classes)
@@ -135,7 +154,8 @@ class FastCNN(nn.Module):
         if self.whiten and min(x.shape[-2:]) < 9:
             raise CNATValueError(f"FastCNN(whiten=True) needs images of at least 9 x 9 pixels, got "
                                  f"{tuple(x.shape[-2:])}; use FastCNN(whiten=False) for smaller images")
-        return self.fc(self.features(x))
+        out = self.fc(self.features(x))
+        return out if self.logit_scale == 1.0 else out * self.logit_scale
 
     @torch.no_grad()
     def init_from_data(self, x, eps=5e-4):

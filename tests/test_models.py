@@ -68,3 +68,36 @@ def test_estimators_recalibrate_after_training(make):
         z = on.net_.module_.features[0][0](xin)
     means = torch.stack([z[s:s + 16].mean((0, 2, 3)) for s in range(0, 50, 16)]).mean(0)
     torch.testing.assert_close(bn_on.running_mean, means, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_cnn_airbench_options_freeze_scales_set_momentum_and_scale_logits():
+    from sklearn_cnat.exceptions import CNATValueError
+    from sklearn_cnat.models import FastCNN
+
+    kw = dict(num_classes=3, widths=(8, 16, 16), stem=8)
+    torch.manual_seed(0)
+    plain = FastCNN(**kw)
+    torch.manual_seed(0)
+    air = FastCNN(batchnorm_momentum=0.4, batchnorm_weight=False, logit_scale=1 / 9, **kw)
+    bns = [m for m in air.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 6 and all(m.momentum == 0.4 and not m.weight.requires_grad and m.bias.requires_grad
+                                 for m in bns)
+    assert all(m.weight.requires_grad and m.momentum == 0.1 for m in plain.modules() if isinstance(m, nn.BatchNorm2d))
+    air.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.fc.weight.normal_()
+        air.fc.weight.copy_(plain.fc.weight)
+    x = torch.rand(4, 3, 16, 16)
+    plain.eval(), air.eval()
+    torch.testing.assert_close(air(x), plain(x) / 9)
+    # a training step leaves the frozen scales at 1 and moves the biases
+    opt = torch.optim.SGD([p for p in air.parameters() if p.requires_grad], lr=0.1)
+    air.train()
+    air(x).sum().backward()
+    opt.step()
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bns)
+    assert any(m.bias.abs().sum() > 0 for m in bns)
+    for bad in (dict(batchnorm_momentum=0.0), dict(batchnorm_momentum=1.5), dict(logit_scale=0.0),
+                dict(logit_scale=float("inf"))):
+        with pytest.raises(CNATValueError, match="batchnorm_momentum must be|logit_scale must be"):
+            FastCNN(**kw, **bad)

@@ -538,3 +538,18 @@ def test_early_learning_parameters_out_of_range_are_refused(name, bad):
 def test_label_smoothing_out_of_range_is_refused(bad):
     with pytest.raises(CNATValueError, match="label_smoothing must be a number in \\[0, 1\\)"):
         CNATClassifier(label_smoothing=bad).fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+def test_airbench_settings_reach_the_network_and_its_optimiser():
+    X, votes, _ = _images(64, seed=13)
+    clf = CNATClassifier(module=FastCNN, module_kwargs=dict(TINY, batchnorm_weight=False, logit_scale=1 / 9),
+                         head="softmax", max_epochs=1, lr=0.1, optimizer="sgd", random_state=0,
+                         optimizer_kwargs={"momentum": 0.85, "weight_decay": 1e-3,
+                                           "param_groups": [("features.4.bias", {"lr": 6.4, "weight_decay": 1e-3 / 64})]})
+    clf.fit(X, votes)
+    groups = clf.net_.optimizer_.param_groups
+    assert [(len(g["params"]), g["lr"], g["weight_decay"], g["momentum"]) for g in groups] == [
+        (1, 6.4, 1e-3 / 64, 0.85), (len(list(clf.net_.module_.parameters())) - 1, 0.1, 1e-3, 0.85)]
+    for m in clf.net_.module_.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert torch.equal(m.weight, torch.ones_like(m.weight))
