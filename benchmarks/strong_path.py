@@ -107,19 +107,19 @@ def throughput(steps=4, batch=256):
     return rows
 
 
+# option -> (its default, the row's and FastCNN's name for it); the parser reads its defaults from here
+_RECIPE = {"momentum": (0.9, "momentum"), "bn_bias_lr_scale": (1.0, "bn_bias_lr_scale"),
+           "bn_momentum": (0.1, "batchnorm_momentum"), "bn_weight": ("train", "batchnorm_weight"),
+           "logit_scale": (1.0, "logit_scale")}
+
+
 def recipe(args):
     """The optimiser and FastCNN settings that differ from the defaults (recorded in every row)."""
     out = {}
-    if args.momentum != 0.9:
-        out["momentum"] = args.momentum
-    if args.bn_bias_lr_scale != 1.0:
-        out["bn_bias_lr_scale"] = args.bn_bias_lr_scale
-    if args.bn_momentum != 0.1:
-        out["batchnorm_momentum"] = args.bn_momentum
-    if args.bn_weight == "frozen":
-        out["batchnorm_weight"] = False
-    if args.logit_scale != 1.0:
-        out["logit_scale"] = args.logit_scale
+    for option, (default, name) in _RECIPE.items():
+        value = getattr(args, option)
+        if value != default:
+            out[name] = value == "train" if option == "bn_weight" else value
     return out
 
 
@@ -400,13 +400,13 @@ def main(argv=None):
     p.add_argument("--elr-lambda", type=float, default=0.0, help="early-learning term of the network's loss (0: off)")
     p.add_argument("--elr-beta", type=float, default=0.7, help="momentum of the early-learning targets")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD (Nesterov) momentum")
-    p.add_argument("--bn-bias-lr-scale", type=float, default=1.0,
+    p.add_argument("--momentum", type=float, default=_RECIPE["momentum"][0], help="SGD (Nesterov) momentum")
+    p.add_argument("--bn-bias-lr-scale", type=float, default=_RECIPE["bn_bias_lr_scale"][0],
                    help="BatchNorm biases train at this multiple of the learning rate (airbench94: 64)")
-    p.add_argument("--bn-momentum", type=float, default=0.1, help="FastCNN(batchnorm_momentum=) (airbench94: 0.4)")
-    p.add_argument("--bn-weight", choices=["train", "frozen"], default="train",
+    p.add_argument("--bn-momentum", type=float, default=_RECIPE["bn_momentum"][0], help="FastCNN(batchnorm_momentum=) (airbench94: 0.4)")
+    p.add_argument("--bn-weight", choices=["train", "frozen"], default=_RECIPE["bn_weight"][0],
                    help="FastCNN(batchnorm_weight=): frozen keeps the BatchNorm scales at 1 (airbench94)")
-    p.add_argument("--logit-scale", type=float, default=1.0, help="FastCNN(logit_scale=) (airbench94: 1/9)")
+    p.add_argument("--logit-scale", type=float, default=_RECIPE["logit_scale"][0], help="FastCNN(logit_scale=) (airbench94: 1/9)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")

@@ -319,9 +319,7 @@ class _CNATNet(NeuralNet):
         r = (y_true[:, k] * s).clamp(max=2.0)
         rho = y_true[:, k + 1] * s
         extra = y_true[:, k + 2:]  # [w_i / mean(w)] when weighted, then [row index] with the ELR term
-        if not self.elr_lambda and not extra.shape[1]:
-            return self.criterion_(y_pred, pi, r=r, rho=rho)
-        losses = self.criterion_(y_pred, pi, r=r, rho=rho)
+        losses = self.criterion_(y_pred, pi, r=r, rho=rho)  # per row, or already the mean (neither column)
         if self.elr_lambda:
             from .losses import _elr_penalty, _elr_probabilities, _elr_update
 
