@@ -115,6 +115,10 @@ _RECIPE = {"momentum": (0.9, "momentum"), "bn_bias_lr_scale": (1.0, "bn_bias_lr_
 
 def recipe(args):
     """The optimiser and FastCNN settings that differ from the defaults (recorded in every row)."""
+    if args.recipe == "airbench94":
+        from sklearn_cnat.recipes import AIRBENCH94
+
+        return {name: AIRBENCH94[name] for _, name in _RECIPE.values()}
     out = {}
     for option, (default, name) in _RECIPE.items():
         value = getattr(args, option)
@@ -123,17 +127,54 @@ def recipe(args):
     return out
 
 
+def settings(clf, args):
+    """What every row records of how its network was trained (read from the estimator)."""
+    out = dict(label_smoothing=clf.label_smoothing, radius=args.radius, elr_lambda=clf.elr_lambda,
+               elr_beta=clf.elr_beta, recipe=recipe(args), lr=clf.lr,
+               weight_decay=(clf.optimizer_kwargs or {}).get("weight_decay"), batch=clf.batch_size, ema=clf.ema)
+    if args.recipe:
+        out["recipe_name"] = args.recipe
+    return out
+
+
+def _check_recipe_flags(parser, args):
+    """``--recipe airbench94`` takes the package's settings: refuse flags that would contradict them."""
+    if args.recipe is None:
+        return
+    fixed = dict(_RECIPE, lr=(0.1, "lr"), weight_decay=(5e-4, "weight_decay"), label_smoothing=(0.2, "label_smoothing"))
+    changed = [option for option, (default, _) in fixed.items() if getattr(args, option) != default]
+    if changed:
+        parser.error(f"--recipe {args.recipe} sets {', '.join('--' + c.replace('_', '-') for c in changed)} itself")
+
+
 def _recipe_words(row):
-    return "".join(f"{k.replace('_', ' ')} {v:g}, " if not isinstance(v, bool) else f"{k.replace('_', ' ')} {v}, "
+    head = f"recipe {row['recipe_name']}: " if row.get("recipe_name") else ""
+    if row.get("recipe"):
+        head += f"lr {row.get('lr', 0.1):g}, weight decay {row.get('weight_decay', 5e-4):g}, "
+    return head + "".join(f"{k.replace('_', ' ')} {v:g}, " if not isinstance(v, bool) else f"{k.replace('_', ' ')} {v}, "
                    for k, v in row.get("recipe", {}).items())
 
 
-def estimator(args, **kw):
+def estimator(args, n_samples, **kw):
+    """The benchmark's estimator; ``n_samples``: the rows its network trains on (the recipe's
+    weight average reads them)."""
     from torch import nn
 
     from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
     from sklearn_cnat.models import FastCNN
 
+    if args.recipe == "airbench94":
+        from sklearn_cnat.recipes import fast_cnn_recipe
+
+        ema = kw.pop("ema", args.ema if args.ema is not None else "auto")
+        params = fast_cnn_recipe(n_samples, max_epochs=kw.pop("max_epochs", args.epochs), batch_size=args.batch,
+                                 ema=ema, tta=args.tta, module_kwargs=kw.pop("module_kwargs", None))
+        params.update(head="ridge", alpha=ALPHAS, budget=NoiseBudgetTransformer(pi="votes", mapping="flat",
+                                                                                radius=args.radius),
+                      elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, random_state=args.seed,
+                      verbose=args.verbose)
+        params.update(kw)
+        return CNATClassifier(**params)
     module_kwargs = {k: v for k, v in recipe(args).items() if k in ("batchnorm_momentum", "batchnorm_weight",
                                                                      "logit_scale")}
     module_kwargs.update(kw.pop("module_kwargs", None) or {})
@@ -172,7 +213,7 @@ def evidence(data, labels):
 
 
 def run_e2e(data, args):
-    clf = estimator(args)
+    clf = estimator(args, len(data.x_train))
     t0 = time.time()
     clf.fit(data.x_train, evidence(data, args.labels))
     t_fit = time.time() - t0
@@ -182,10 +223,8 @@ def run_e2e(data, args):
     # the head's training features are one batched pass under the training autocast; served ones float32
     served = clf.feature_map(data.x_train[:500])
     feature_error = float(np.linalg.norm(clf.train_features_[:500] - served) / np.linalg.norm(served))
-    row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, label_smoothing=args.label_smoothing,
-               radius=args.radius, elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args),
-               lr=args.lr, weight_decay=args.weight_decay, batch=args.batch, labels=args.labels,
-               ema=args.ema, tta=clf.tta_, seed=args.seed,
+    row = dict(run="e2e", n_train=len(data.votes), epochs=args.epochs, **settings(clf, args), labels=args.labels,
+               tta=clf.tta_, seed=args.seed,
                threads=torch.get_num_threads(),
                fit_seconds=t_fit, predict_seconds=t_pred,
                ridge_top1=float(np.mean(pred == data.y_test)),
@@ -200,7 +239,7 @@ def run_trial(data, args):
 
     rows = []
     for whiten in (True, False):
-        clf = estimator(args, head="softmax", alpha=1.0, module_kwargs={"whiten": whiten})
+        clf = estimator(args, len(data.x_train), head="softmax", alpha=1.0, module_kwargs={"whiten": whiten})
         t0 = time.time()
         clf.fit(data.x_train, data.votes)
         row = dict(run="trial", whiten=whiten, n_train=len(data.votes), epochs=args.epochs,
@@ -260,7 +299,7 @@ def run_select(data, args):
     rows = []
     for labels in args.select_labels:
         extra = [(f"ema_{d}", WeightEMA(d, apply=False)) for d in decays]
-        clf = estimator(args, head="softmax", alpha=1.0, ema=None, callbacks=extra)
+        clf = estimator(args, len(fit_rows), head="softmax", alpha=1.0, ema=None, callbacks=extra)
         t0 = time.time()
         clf.fit(data.x_train[fit_rows], evidence(data, labels)[fit_rows])
         t_fit = time.time() - t0
@@ -279,10 +318,7 @@ def run_select(data, args):
             hold, test = tta_top1(hold_views, aggre[hold_rows]), tta_top1(view_logits(module, x_test), data.y_test)
             share = vote_share(hold_views, data.votes[hold_rows])
             for tta in hold:
-                row = dict(run="select", labels=labels, label_smoothing=args.label_smoothing, radius=args.radius,
-                           elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args), lr=args.lr,
-                           weight_decay=args.weight_decay, batch=args.batch,
-                           weights=name, tta=tta, n_fit=len(fit_rows),
+                row = dict(run="select", labels=labels, **settings(clf, args), seed=args.seed, weights=name, tta=tta, n_fit=len(fit_rows),
                            n_holdout=len(hold_rows), epochs=args.epochs, fit_seconds=t_fit,
                            holdout_agreement=hold[tta], holdout_vote_share=share[tta], test_top1=test[tta])
                 rows.append(row)
@@ -293,15 +329,14 @@ def run_select(data, args):
 
 
 def run_split(data, args):
-    clf = estimator(args, feature_split=0.5, max_epochs=args.split_epochs or args.epochs)
+    clf = estimator(args, int(round(0.5 * len(data.x_train))), feature_split=0.5,  # the backbone's rows
+                    max_epochs=args.split_epochs or args.epochs)
     t0 = time.time()
     clf.fit(data.x_train, data.votes)
     t_fit = time.time() - t0
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
-               epochs=args.split_epochs or args.epochs, label_smoothing=args.label_smoothing, radius=args.radius,
-               elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, recipe=recipe(args),
-               ema=args.ema, tta=clf.tta_,
+               epochs=args.split_epochs or args.epochs, **settings(clf, args), tta=clf.tta_, seed=args.seed,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
     t0 = time.time()
     row["head_top1"] = float(np.mean(clf.predict(data.x_test) == data.y_test))
@@ -407,6 +442,10 @@ def main(argv=None):
     p.add_argument("--bn-weight", choices=["train", "frozen"], default=_RECIPE["bn_weight"][0],
                    help="FastCNN(batchnorm_weight=): frozen keeps the BatchNorm scales at 1 (airbench94)")
     p.add_argument("--logit-scale", type=float, default=_RECIPE["logit_scale"][0], help="FastCNN(logit_scale=) (airbench94: 1/9)")
+    p.add_argument("--recipe", choices=["airbench94"], default=None,
+                   help="sklearn_cnat.recipes.fast_cnn_recipe: the package's settings (then --lr, --momentum, "
+                        "--weight-decay, --label-smoothing and the --bn-*/--logit-scale flags stay at their defaults; "
+                        "--ema defaults to the recipe's, a fifth of the steps)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--n-train", type=int, default=None, help="stratified training subset (trials)")
@@ -422,6 +461,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, help="skorch's per-epoch table (to follow a long run)")
     args = p.parse_args(argv)
+    _check_recipe_flags(p, args)
     torch.set_flush_denormal(True)  # subnormal activations/weights can slow CPU kernels 100-fold
     meta = dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
                 command="python benchmarks/strong_path.py " + " ".join(sys.argv[1:] if argv is None else argv))

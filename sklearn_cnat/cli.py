@@ -38,15 +38,19 @@ def _check_options(args):
     need(0.0 < args.delta < 1.0, f"--delta must be in (0, 1) (a failure probability), got {args.delta}")
     need(0.0 < args.test_size < 1.0, f"--test-size must be in (0, 1) (the held-out fraction), got {args.test_size}")
     need(0.0 <= args.radius <= 2.0, f"--radius must be in [0, 2] (an l1 radius), got {args.radius}")
-    need(np.isfinite(args.alpha) and args.alpha > 0, f"--alpha must be > 0, got {args.alpha}")
+    need(all(np.isfinite(a) and a > 0 for a in args.alpha), f"--alpha must be > 0, got {' '.join(map(str, args.alpha))}")
     for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size), ("--subset", args.subset),
                         ("--n-relabel", args.n_relabel), ("--extra-votes", args.extra_votes)):
         need(value >= 1, f"{flag} must be >= 1, got {value}")
     need(not (args.cifar10n and (args.images or args.votes)), "--cifar10n cannot be combined with --images/--votes")
     need(not (args.votes and not args.images), "--votes needs --images (the images the votes are about)")
-    need(args.ema is None or 0.0 < args.ema < 1.0, f"--ema must be a decay in (0, 1), got {args.ema}")
+    try:
+        decay = None if args.ema in ("auto", "none") else float(args.ema)
+    except ValueError:
+        decay = float("nan")
+    need(decay is None or 0.0 < decay < 1.0, f"--ema must be a decay in (0, 1), auto or none, got {args.ema}")
     need(np.isfinite(args.elr) and args.elr >= 0, f"--elr must be a weight >= 0, got {args.elr}")
-    need((args.ema is None and args.tta == "auto" and not args.elr) or args.images or args.cifar10n,
+    need((args.ema == "auto" and args.tta == "auto" and not args.elr) or args.images or args.cifar10n,
          "--ema, --tta and --elr need image data (--images or --cifar10n): the default digits are fitted linearly")
     fs = args.feature_split
     need(fs is None or 0.0 < fs < 1.0, f"--feature-split must be a fraction in (0, 1), got {fs}")
@@ -187,29 +191,55 @@ def _split(data, seed, test_size):
     return data["X"][idx_train], y[idx_train], data["X"][idx_test], y_test, idx_train
 
 
-def _estimators(args, data):
+_ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 17))
+
+
+def _recipe_batch(n):
+    """fast_cnn's batch: the recipe's 256 from 2,560 training rows (ten steps an epoch), else the
+    power of two that gives about ten steps an epoch, at least 16 (the learning rate follows it)."""
+    if n >= 2560:
+        return 256
+    return int(max(16, 2 ** np.floor(np.log2(max(n, 1) / 10))))
+
+
+def _estimators(args, data, n_train):
     from .budgets import NoiseBudgetTransformer
     from .classifier import CNATClassifier
     from .models import SmallCNN, fast_cnn, resnet18
 
     common = dict(random_state=args.seed, geometry=args.geometry)
     ridge_extra = {}
-    if data["kind"] == "images":
-        # the strong path of docs/benchmarks.md: SGD with Nesterov momentum, one-cycle schedule, label
-        # smoothing of the backbone targets, seeded flip/translate augmentation and flip TTA ("auto":
-        # colour images of at least 16 x 16 pixels), bf16 autocast where the CPU computes it natively
-        module = {"fast_cnn": fast_cnn, "small_cnn": SmallCNN, "resnet18": resnet18}[args.backbone]
-        module_kwargs = {"width": 16} if args.backbone == "small_cnn" else None
-        if args.backbone == "fast_cnn":
-            from .classifier import _as_array_inputs
+    ema = None if args.ema in ("auto", "none") else float(args.ema)
+    if data["kind"] == "images" and args.backbone == "fast_cnn":
+        from .classifier import _as_array_inputs
+        from .recipes import fast_cnn_recipe
 
-            # the whitening stem's 2 x 2 convolution and three pools need at least 9 x 9 pixels
-            module_kwargs = {"whiten": min(_as_array_inputs(data["X"][:1])[0].shape[-2:]) >= 9}
+        # the strong path of docs/benchmarks.md (sklearn_cnat.recipes); the whitening stem's 2 x 2
+        # convolution and three pools need at least 9 x 9 pixels
+        n = int(n_train)
+        whiten = min(_as_array_inputs(data["X"][:1])[0].shape[-2:]) >= 9
+        batch = _recipe_batch(n)
+
+        def recipe(rows):
+            return fast_cnn_recipe(rows, max_epochs=args.epochs, batch_size=batch,
+                                   ema="auto" if args.ema == "auto" else ema,
+                                   tta="flip_translate" if args.tta == "auto" else args.tta,
+                                   module_kwargs={"whiten": whiten})
+
+        common.update(recipe(n), elr_lambda=args.elr)
+        if args.feature_split is not None:
+            ridge_extra = dict(recipe(max(1, int(round(args.feature_split * n)))), feature_split=args.feature_split)
+    elif data["kind"] == "images":
+        # SGD with Nesterov momentum, one-cycle schedule, label smoothing of the backbone targets, seeded
+        # flip/translate augmentation and flip TTA ("auto": colour images of at least 16 x 16 pixels),
+        # bf16 autocast where the CPU computes it natively
+        module = {"small_cnn": SmallCNN, "resnet18": resnet18}[args.backbone]
+        module_kwargs = {"width": 16} if args.backbone == "small_cnn" else None
         common.update(module=module, module_kwargs=module_kwargs,
                       max_epochs=args.epochs, lr=0.05, batch_size=64, optimizer="sgd",
                       optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
-                      ema=args.ema, elr_lambda=args.elr)
+                      ema=ema, elr_lambda=args.elr)
         if args.feature_split is not None:
             ridge_extra["feature_split"] = args.feature_split
     else:
@@ -223,8 +253,9 @@ def _estimators(args, data):
     return {
         "cross-entropy": CNATClassifier(budget=zero, head="softmax", **common),
         "cnat": CNATClassifier(budget=budget, head="softmax", **common),
-        "cnat-ridge": CNATClassifier(budget=budget, head="ridge", alpha=args.alpha, calibration=args.calibration,
-                                     **common, **ridge_extra),
+        "cnat-ridge": CNATClassifier(budget=budget, head="ridge", calibration=args.calibration,
+                                     alpha=args.alpha[0] if len(args.alpha) == 1 else list(args.alpha),
+                                     **{**common, **ridge_extra}),
     }
 
 
@@ -311,7 +342,7 @@ def _run(args):
     steps = tqdm(total=6, desc="cnat run", disable=args.quiet, file=sys.stderr)
     steps.update(1)
     rows, fitted, certs = [], {}, {}
-    for name, clf in _estimators(args, data).items():
+    for name, clf in _estimators(args, data, len(y_train)).items():
         steps.set_postfix_str(f"fit {name}")
         t0 = time.perf_counter()
         clf.fit(X_train, y_train)
@@ -395,7 +426,10 @@ def build_parser():
                        help="how votes become radii (docs/budgets.md)")
     model.add_argument("--radius", type=float, default=0.05, help="flat l1 radius")
     model.add_argument("--geometry", default="l1", choices=["l1", "kl", "kl_l1"])
-    model.add_argument("--alpha", type=float, default=10.0, help="ridge regularisation of the certified head")
+    model.add_argument("--alpha", type=float, nargs="+", default=list(_ALPHAS),
+                       help="ridge regularisation of the certified head; several values: chosen by exact "
+                            "leave-one-out agreement with the head rows' labels (default: 17 values from 0.1 to 1e7, "
+                            "a factor sqrt(10) apart)")
     model.add_argument("--delta", type=float, default=0.05, help="failure probability of tier stochastic")
     model.add_argument("--reference", default="expected", choices=["expected", "reannotation"],
                        help="what tier stochastic compares with: the learner on the expected labels, or one "
@@ -406,15 +440,17 @@ def build_parser():
     model.add_argument("--epochs", type=int, default=20, help="training epochs of the networks")
     model.add_argument("--backbone", default="fast_cnn", choices=["fast_cnn", "small_cnn", "resnet18"],
                        help="network for image data (sklearn_cnat.models); features are fitted linearly")
-    model.add_argument("--ema", type=float, default=None,
-                       help="image data: decay per step of a weight average used as the trained network "
-                            "(e.g. 0.999 for 50,000 images; none by default)")
+    model.add_argument("--ema", default="auto",
+                       help="image data: decay per step of a weight average used as the trained network, or none; "
+                            "auto: fast_cnn's recipe (the average spans a fifth of the training steps: 0.999 for "
+                            "50,000 images and 30 epochs, none under 50 steps), none for the other backbones")
     model.add_argument("--elr", type=float, default=0.0,
                        help="image data: weight lambda of the early-learning term in the networks' loss (Liu et "
                             "al. 2020; e.g. 3; 0: off), which keeps a network from memorising wrong labels")
     model.add_argument("--tta", default="auto", choices=["auto", "flip", "flip_translate"],
-                       help="image data: test-time views (auto: the image and its mirror image; flip_translate: "
-                            "also both shifted one pixel, three times the evaluations)")
+                       help="image data: test-time views (flip: the image and its mirror image; flip_translate: "
+                            "also both shifted one pixel, three times the evaluations; auto: flip_translate for "
+                            "fast_cnn, flip for the other backbones)")
     model.add_argument("--feature-split", type=float, default=None,
                        help="image data: train the cnat-ridge backbone on this seeded fraction of the training "
                             "rows and fit the certified head on the others; its certificates then cover the whole "

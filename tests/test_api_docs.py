@@ -11,7 +11,8 @@ MODULES = ["sklearn_cnat", "sklearn_cnat.classifier", "sklearn_cnat.partition", 
            "sklearn_cnat.evidence", "sklearn_cnat.budgets", "sklearn_cnat.aggregation", "sklearn_cnat.sets",
            "sklearn_cnat.losses", "sklearn_cnat.certificates", "sklearn_cnat.relabel", "sklearn_cnat.metrics",
            "sklearn_cnat.model_selection", "sklearn_cnat.pipeline", "sklearn_cnat.display", "sklearn_cnat.callbacks",
-           "sklearn_cnat.models", "sklearn_cnat.features", "sklearn_cnat.datasets", "sklearn_cnat.exceptions"]
+           "sklearn_cnat.models", "sklearn_cnat.recipes", "sklearn_cnat.features", "sklearn_cnat.datasets",
+           "sklearn_cnat.exceptions"]
 
 
 @pytest.mark.parametrize("page", ["api.md", "cli.md"])

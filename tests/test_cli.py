@@ -201,7 +201,7 @@ def test_ema_tta_and_elr_reach_the_networks_and_bad_values_are_refused(tmp_path,
         f"{n},{w},{CLASSES[c]}\n" for n, vs in zip(names, votes) for w, c in vs))
     seen = []
     real = cli._estimators
-    monkeypatch.setattr(cli, "_estimators", lambda args, data: seen.append(real(args, data)) or seen[-1])
+    monkeypatch.setattr(cli, "_estimators", lambda args, data, n: seen.append(real(args, data, n)) or seen[-1])
     rows, _ = _run_csv(tmp_path, long, "ema", "--ema", "0.9", "--tta", "flip_translate", "--elr", "3",
                        "--backbone", "small_cnn")
     assert set(rows) == {"cross-entropy", "cnat", "cnat-ridge"}
@@ -209,7 +209,7 @@ def test_ema_tta_and_elr_reach_the_networks_and_bad_values_are_refused(tmp_path,
         assert est.ema == 0.9 and est.tta == "flip_translate" and est.tta_ == "flip_translate"
         assert "weight_ema" in dict(est.net_.callbacks_)
         assert est.elr_lambda == 3.0 and est.net_.elr_memory.abs().sum() > 0
-    for bad in ("0", "1", "-0.5"):
+    for bad in ("0", "1", "-0.5", "nan", "often"):
         assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(long), "--ema", bad,
                      "--output", str(tmp_path / "bad")]) == EXIT_USAGE
         assert "--ema must be a decay in (0, 1)" in capsys.readouterr().err
