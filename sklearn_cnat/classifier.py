@@ -423,6 +423,13 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         the backbone rows' labels are not covered). The split depends only on
         ``n_samples`` and ``random_state``; it needs row-wise budgets
         (``NoiseBudget.rowwise``: vote counts or declared classes, a row-wise mapping).
+    split_head : {"disjoint", "all"}, default="disjoint"
+        With ``feature_split``: ``"disjoint"`` fits the head on the rows the backbone did
+        not see; ``"all"`` fits the ridge head on every row, the backbone rows' labels
+        held fixed in every certificate (they reached the features, so they cannot be
+        covered): certificates still cover the other rows' labels, scope "model", now
+        with a head of ``n_samples`` rows (docs/certificates.md, Proposition 8.1). Needs
+        ``head="ridge"``.
     train_backbone : bool, default=True
         ``False``: the module is a fixed feature map (e.g. a pretrained model loaded
         with ``torch.load(..., weights_only=True)``): nothing is trained but the
@@ -507,8 +514,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     alpha_scores_ : dict or None
         Leave-one-out agreement per candidate when ``alpha`` is a grid.
     head_rows_ : ndarray of bool of shape (n_samples,)
-        Rows the head is fitted on (all rows unless ``feature_split``); the rows whose
-        labels the certificates cover (``Certificate.covers``).
+        Rows the head is fitted on (all rows unless ``feature_split`` with
+        ``split_head="disjoint"``).
+    covered_rows_ : ndarray of bool of shape (n_samples,)
+        Rows whose labels the certificates cover (``Certificate.covers``): all rows
+        unless ``feature_split``, else the rows the backbone did not train on.
     sample_weight_ : ndarray of shape (n_samples,) or None
         The validated ``sample_weight`` of ``fit`` (None when not given); the head rows'
         weights enter the ridge head and its certificates (docs/certificates.md, section 9).
@@ -554,6 +564,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         recalibrate_bn=True,
         scope=None,
         feature_split=None,
+        split_head="disjoint",
         train_backbone=True,
         precision="auto",
         augment="auto",
@@ -587,6 +598,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.recalibrate_bn = recalibrate_bn
         self.scope = scope
         self.feature_split = feature_split
+        self.split_head = split_head
         self.train_backbone = train_backbone
         self.precision = precision
         self.augment = augment
@@ -648,6 +660,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             if self.head not in ("ridge", "robust_softmax"):
                 raise CNATValueError("feature_split needs head='ridge' or 'robust_softmax' (the head fitted on "
                                      "the rows the backbone did not see)")
+        if self.split_head not in ("disjoint", "all"):
+            raise CNATValueError(f"split_head must be 'disjoint' or 'all', got {self.split_head!r}")
+        if self.split_head == "all" and (fs is None or self.head != "ridge"):
+            raise CNATValueError("split_head='all' needs feature_split and head='ridge' (the exact engine holds "
+                                 "the backbone rows' labels fixed; docs/certificates.md, Proposition 8.1)")
         if not isinstance(self.train_backbone, (bool, np.bool_)):
             raise CNATValueError(f"train_backbone must be True or False, got {self.train_backbone!r}")
         if not self.train_backbone:
@@ -936,6 +953,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.asarray(budget.classes_)
         k = len(self.classes_)
         self.scope_ = self._resolve_scope()
+        self.covered_rows_ = np.zeros(n, dtype=bool)
+        self.covered_rows_[head_rows] = True
+        if self.split_head == "all":
+            head_rows = np.arange(n)
         self.head_rows_ = np.zeros(n, dtype=bool)
         self.head_rows_[head_rows] = True
 
@@ -1197,8 +1218,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.head == "ridge":
             from .certificates import certify_ridge
 
+            held = ~self.covered_rows_[self.head_rows_]  # the backbone rows' labels (split_head="all")
             cert = certify_ridge(self.train_features_, head_budget, features, reference=reference,
-                                 sample_weight=self._head_weights(), **common)
+                                 sample_weight=self._head_weights(), fixed_rows=held if held.any() else None,
+                                 **common)
         else:
             from .certificates._softmax import certify_softmax_head
 
@@ -1214,7 +1237,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             # can remove a class from the list; the served class must keep more than m rows.
             support = (self.budget_.pi > 0).sum(axis=0)
             certified = certified & (support[served] > cert.m)
-        return dataclasses.replace(cert, covers=self.head_rows_.copy(), certified=certified)
+        return dataclasses.replace(cert, covers=self.covered_rows_.copy(), certified=certified)
 
     def _classes_inferred(self):
         """Whether ``classes_`` was read off the labels (not declared, not vote-count columns)."""

@@ -613,6 +613,10 @@ default="confusion"
     if getattr(estimator, "head", None) != "ridge" or not hasattr(estimator, "train_features_"):
         raise CertificationError("suggest_relabels needs a fitted CNATClassifier(head='ridge') "
                                  "(the exact certificate engine)")
+    if getattr(estimator, "split_head", "disjoint") == "all":
+        raise CertificationError("suggest_relabels does not rank the rows of CNATClassifier(split_head='all'): "
+                                 "new votes on a backbone row would retrain the backbone, and the ranking's "
+                                 "variance model treats every head row as re-drawn; use split_head='disjoint'")
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise CNATValueError(f"k must be a positive integer, got {k!r}")
     if not 0 < delta < 1:

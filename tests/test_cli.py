@@ -247,3 +247,29 @@ def test_relabel_list_is_the_expected_gain_ranking_with_item_names(tmp_path, mon
     # every listed item is an image file of the folder (by name), each once
     files = {f"{c}/{n}" for c in CLASSES for n in names if n.startswith(c)}
     assert all(r["item"] in files for r in listed) and len({r["item"] for r in listed}) == len(listed) == 4
+
+
+def test_fast_cnn_estimators_are_the_package_recipe():
+    """cnat run --backbone fast_cnn on images trains sklearn_cnat.recipes.fast_cnn_recipe (the
+    benchmark's --recipe airbench94), with the batch and weight average sized to the data."""
+    import sklearn_cnat.cli as cli
+    from sklearn_cnat.recipes import fast_cnn_recipe
+
+    data = {"kind": "images", "X": np.zeros((4, 32, 32, 3), dtype=np.uint8), "classes": ["a", "b"]}
+    for n, batch in ((50000, 256), (2560, 256), (2000, 128), (300, 16)):
+        args = build_parser().parse_args(["run", "--images", "x", "--feature-split", "0.5"])
+        ests = cli._estimators(args, data, n)
+        expected = fast_cnn_recipe(n, max_epochs=20, batch_size=batch, module_kwargs={"whiten": True})
+        for name in ("cross-entropy", "cnat"):
+            params = ests[name].get_params()
+            assert {k: params[k] for k in expected} == expected, (n, name)
+        split = fast_cnn_recipe(int(round(0.5 * n)), max_epochs=20, batch_size=batch, module_kwargs={"whiten": True})
+        ridge = ests["cnat-ridge"].get_params()
+        assert {k: ridge[k] for k in split} == split and ridge["feature_split"] == 0.5
+        assert ridge["alpha"] == list(cli._ALPHAS)
+    args = build_parser().parse_args(["run", "--images", "x", "--ema", "none", "--tta", "flip", "--alpha", "3"])
+    ests = cli._estimators(args, data, 50000)
+    assert ests["cnat"].ema is None and ests["cnat"].tta == "flip" and ests["cnat-ridge"].alpha == 3.0
+    small = {"kind": "images", "X": np.zeros((4, 8, 8, 3), dtype=np.uint8), "classes": ["a", "b"]}
+    args = build_parser().parse_args(["run", "--images", "x"])
+    assert cli._estimators(args, small, 100)["cnat"].module_kwargs["whiten"] is False  # under 9 x 9 pixels

@@ -832,8 +832,9 @@ class _PointEval:
     value lies within ``2 R`` of the allowance.
     """
 
-    def __init__(self, system, U, pred, pi, tables=None):
+    def __init__(self, system, U, pred, pi, tables=None, free=None):
         self.system, self.U, self.pred, self.pi, self.tables = system, U, pred, pi, tables
+        self.free = free
         self._h, self._scores, self._gains = {}, {}, {}
 
     def h(self, t):
@@ -873,6 +874,8 @@ class _PointEval:
             if b == c:
                 continue
             dd = np.maximum(np.abs(h) + h * (self.pi[:, c] - self.pi[:, b]), 0.0)  # (C9)
+            if self.free is not None:
+                dd = np.where(self.free, dd, 0.0)  # held rows never change (Proposition 8.1)
             prefix = np.add.accumulate(-np.sort(-dd))
             M = A[c] - A[b]
             w = np.concatenate([[M], M - prefix])
@@ -1222,13 +1225,14 @@ def _delta_min(gap, sigma, n_classes, reference):
     return (n_classes - 1) * tail * (1 + 16 * _EPS)
 
 
-def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected"):
+def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected", free=None):
     """Theorem 4 (``reference="expected"``) or 5 (``"reannotation"``): ``(worst margin,
     delta_min, tau, kind)`` for every test point.
 
     The two statements share ``sigma`` (C12) and the margins; only the threshold (C12) or
     (C23) differs. Computed point by point in a fixed order (numpy, elementwise; section 5,
-    (C22)): every value depends on that point alone.
+    (C22)): every value depends on that point alone. ``free`` (bool, n): the rows whose votes
+    are re-drawn; the others are constants, ``v_i = 0`` (Proposition 8.1).
     """
     kind, weight, eps, deviation = _stochastic_mode(pi, counts)
     n, K = pi.shape
@@ -1255,6 +1259,8 @@ def _stochastic(system, F_test, pi, counts, delta, pred, reference="expected"):
         Y = np.concatenate([fc, np.full((n, 1), 1.0 / system.s_hat)], axis=1)
         weight = weight * w * w
         g_y, g_v = _gamma(n + 6), _gamma(6)
+    if free is not None:
+        weight = np.where(free, weight, 0.0)
     Gw = Y.T @ (Y * weight[:, None])  # (d+1, d+1): sigma^2 = v^T Gw v, v = (u, 1)
     absY = np.abs(Y)
     Pw = absY.T @ (absY * weight[:, None])
@@ -1344,6 +1350,17 @@ def _distinct(classes):
         return len(np.unique(classes)) == classes.shape[0]
 
 
+def _free_rows(fixed_rows, n):
+    """The rows whose labels may change, ``~fixed_rows`` (bool, n), or None for every row."""
+    if fixed_rows is None:
+        return None
+    fixed = np.asarray(fixed_rows)
+    if fixed.dtype != bool or fixed.shape != (n,):
+        raise CertificationError(f"fixed_rows must be a boolean mask of shape ({n},) (one entry per training "
+                                 f"row), got dtype {fixed.dtype} and shape {fixed.shape}")
+    return ~fixed
+
+
 def _check_sample_weight(sample_weight, n):
     """Validated row weights (n,) float64, or None: finite, ``>= 0``, positive sum."""
     if sample_weight is None:
@@ -1364,7 +1381,7 @@ def _check_sample_weight(sample_weight, n):
 
 def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry="l1", m=None, delta=0.05,
                   scope="model", classes=None, chunk_size=None, device=None, radius=True, radius_rtol=0.1,
-                  reference=None, sample_weight=None):
+                  reference=None, sample_weight=None, fixed_rows=None):
     """Certify the ridge head's predictions against changes of the training labels.
 
     The learner is ``Ridge(alpha, fit_intercept=True)`` fitted on ``(F_train, budget.pi)``
@@ -1419,6 +1436,11 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     sample_weight : array-like of shape (n_train,) or None, default=None
         Row weights ``>= 0`` (finite, positive sum) of the learner (section 9). A row of
         weight 0 has no influence; the flip tier still counts it as a row.
+    fixed_rows : array-like of bool of shape (n_train,) or None, default=None
+        Training rows whose labels are held fixed (Proposition 8.1): never moved (tier
+        "bounded": radius 0), never changed (tier "flip": the ``m`` changed rows are among
+        the others) and never re-drawn (tier "stochastic": no variance). The certificate
+        covers the other rows (``Certificate.covers``). ``None``: every row may change.
 
     Returns
     -------
@@ -1499,6 +1521,10 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         if counts.shape[0] != n or np.any(counts < 0):
             raise CertificationError(f"budget.counts must be non-negative with shape ({n}, {K})")
 
+    free = _free_rows(fixed_rows, n)
+    if free is not None:
+        r = None if r is None else np.where(free, r, 0.0)
+        rho = None if rho is None else np.where(free, rho, 0.0)
     sample_weight = _check_sample_weight(sample_weight, n)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     system = _RidgeSystem(F_train, alpha, dev, sample_weight)  # refuses what cannot be made safe (section 5)
@@ -1522,9 +1548,11 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
     prediction = classes[pred_np]
     pred = torch.as_tensor(pred_np, device=dev)
     common = dict(scope=scope, prediction=prediction, margin=margin, classes=classes)
+    if free is not None:
+        common["covers"] = free.copy()
 
     if tier == "stochastic":
-        worst, delta_min, tau, kind = _stochastic(system, F_test, pi, counts, delta, pred_np, reference)
+        worst, delta_min, tau, kind = _stochastic(system, F_test, pi, counts, delta, pred_np, reference, free)
         engine = f"ridge-hoeffding-{kind}" if reference == "expected" else f"ridge-hoeffding-reannotation-{kind}"
         return Certificate(tier=tier, engine=engine, certified=worst > tau, worst_case_margin=worst, delta=delta,
                            delta_min=delta_min, reference=reference, **common)
@@ -1549,9 +1577,11 @@ def certify_ridge(F_train, budget, F_test, *, alpha, tier="stochastic", geometry
         H = system.influence(U)
         A = H @ Pi
         c = pred[sl]
-        point = _PointEval(system, U_np, pred_np[sl], pi, tables)
+        point = _PointEval(system, U_np, pred_np[sl], pi, tables, free)
         tau = torch.as_tensor(tau_np, device=dev)
         if tier == "flip":
+            if free is not None:  # a held row's d_i (C9) is 0: the m changed rows are among the others
+                H = H * torch.as_tensor(free, dtype=H.dtype, device=dev)
             flips, w, amb = _flip_chunk(H, A, c, Pi, tau, m_eff, torch.as_tensor(band, device=dev))
             w = w.cpu().numpy()
             if np.isnan(w).any():
