@@ -382,6 +382,10 @@ def _elr_words(row):
     return f"early learning lambda {row['elr_lambda']:g}, beta {row['elr_beta']:g}, " if row.get("elr_lambda") else ""
 
 
+def _ema_words(ema):
+    return "none" if ema is None else f"{ema:.5g}"
+
+
 def _percent(value):
     return "" if value is None else f"{100 * value:.2f}"
 
@@ -420,7 +424,7 @@ def write(out, rows, meta):
         if r.get("run") == "e2e":
             L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, seed "
                   f"{r.get('seed', 0)}, {r.get('threads', meta['threads'])} thread(s), label smoothing "
-                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}{_recipe_words(r)}labels {r.get('labels', 'votes')}, weight EMA {r.get('ema')}, TTA "
+                  f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}{_recipe_words(r)}labels {r.get('labels', 'votes')}, weight EMA {_ema_words(r.get('ema'))}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
                   f"{100 * r['network_top1']:.2f} %, ridge head {100 * r['ridge_top1']:.2f} % (alpha {r['alpha']:.3g}); "
                   f"fit {r['fit_seconds'] / 60:.1f} min, predict {r['predict_seconds']:.0f} s, training precision "
@@ -432,7 +436,7 @@ def write(out, rows, meta):
                           f"certified head on all {r['head_rows']} rows, the backbone rows' labels held fixed")
             L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - covered} rows, {head_words}; "
                   f"scope model for the labels of the {covered} other rows), {r['epochs']} epochs, label smoothing "
-                  f"{r.get('label_smoothing', 0)}, {_elr_words(r)}{_recipe_words(r)}weight EMA {r.get('ema')}, TTA {r.get('tta', 'flip')}, "
+                  f"{r.get('label_smoothing', 0)}, {_elr_words(r)}{_recipe_words(r)}weight EMA {_ema_words(r.get('ema'))}, TTA {r.get('tta', 'flip')}, "
                   f"alpha {r['alpha']:.3g} (leave-one-out), fit "
                   f"{r['fit_seconds'] / 60:.1f} min:", "",
                   "| head top-1 | network top-1 | cov. stochastic (delta 0.05) | cov. bounded (l1 0.05) | "

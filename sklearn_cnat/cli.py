@@ -38,7 +38,8 @@ def _check_options(args):
     need(0.0 < args.delta < 1.0, f"--delta must be in (0, 1) (a failure probability), got {args.delta}")
     need(0.0 < args.test_size < 1.0, f"--test-size must be in (0, 1) (the held-out fraction), got {args.test_size}")
     need(0.0 <= args.radius <= 2.0, f"--radius must be in [0, 2] (an l1 radius), got {args.radius}")
-    need(all(np.isfinite(a) and a > 0 for a in args.alpha), f"--alpha must be > 0, got {' '.join(map(str, args.alpha))}")
+    need(all(np.isfinite(a) and a > 0 for a in args.alpha or _ALPHAS),
+         f"--alpha must be > 0, got {' '.join(map(str, args.alpha or ()))}")
     for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size), ("--subset", args.subset),
                         ("--n-relabel", args.n_relabel), ("--extra-votes", args.extra_votes)):
         need(value >= 1, f"{flag} must be >= 1, got {value}")
@@ -194,6 +195,12 @@ def _split(data, seed, test_size):
 _ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 17))
 
 
+def _alpha_option(values):
+    """``--alpha``: one value fixes it; several (default: ``_ALPHAS``) are a leave-one-out grid."""
+    values = list(_ALPHAS) if values is None else [float(v) for v in values]
+    return values[0] if len(values) == 1 else values
+
+
 def _recipe_batch(n):
     """fast_cnn's batch: the recipe's 256 from 2,560 training rows (ten steps an epoch), else the
     power of two that gives about ten steps an epoch, at least 16 (the learning rate follows it)."""
@@ -228,7 +235,8 @@ def _estimators(args, data, n_train):
 
         common.update(recipe(n), elr_lambda=args.elr)
         if args.feature_split is not None:
-            ridge_extra = dict(recipe(max(1, int(round(args.feature_split * n)))), feature_split=args.feature_split)
+            ridge_extra = dict(recipe(max(1, int(round(args.feature_split * n)))), feature_split=args.feature_split,
+                               split_head=args.split_head)
     elif data["kind"] == "images":
         # SGD with Nesterov momentum, one-cycle schedule, label smoothing of the backbone targets, seeded
         # flip/translate augmentation and flip TTA ("auto": colour images of at least 16 x 16 pixels),
@@ -241,7 +249,7 @@ def _estimators(args, data, n_train):
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
                       ema=ema, elr_lambda=args.elr)
         if args.feature_split is not None:
-            ridge_extra["feature_split"] = args.feature_split
+            ridge_extra.update(feature_split=args.feature_split, split_head=args.split_head)
     else:
         common.update(module="linear", max_epochs=args.epochs, lr=0.05, batch_size=64)
     # the posterior mapping and the KL geometries need pi with full support (docs/budgets.md)
@@ -254,7 +262,7 @@ def _estimators(args, data, n_train):
         "cross-entropy": CNATClassifier(budget=zero, head="softmax", **common),
         "cnat": CNATClassifier(budget=budget, head="softmax", **common),
         "cnat-ridge": CNATClassifier(budget=budget, head="ridge", calibration=args.calibration,
-                                     alpha=args.alpha[0] if len(args.alpha) == 1 else list(args.alpha),
+                                     alpha=_alpha_option(args.alpha),
                                      **{**common, **ridge_extra}),
     }
 
@@ -426,10 +434,10 @@ def build_parser():
                        help="how votes become radii (docs/budgets.md)")
     model.add_argument("--radius", type=float, default=0.05, help="flat l1 radius")
     model.add_argument("--geometry", default="l1", choices=["l1", "kl", "kl_l1"])
-    model.add_argument("--alpha", type=float, nargs="+", default=list(_ALPHAS),
+    model.add_argument("--alpha", type=float, nargs="+", default=None,
                        help="ridge regularisation of the certified head; several values: chosen by exact "
-                            "leave-one-out agreement with the head rows' labels (default: 17 values from 0.1 to 1e7, "
-                            "a factor sqrt(10) apart)")
+                            "leave-one-out agreement with the head rows' labels; none given: 17 values from 0.1 to 1e7, "
+                            "a factor sqrt(10) apart")
     model.add_argument("--delta", type=float, default=0.05, help="failure probability of tier stochastic")
     model.add_argument("--reference", default="expected", choices=["expected", "reannotation"],
                        help="what tier stochastic compares with: the learner on the expected labels, or one "
@@ -455,6 +463,10 @@ def build_parser():
                        help="image data: train the cnat-ridge backbone on this seeded fraction of the training "
                             "rows and fit the certified head on the others; its certificates then cover the whole "
                             "model for the head rows' labels (scope model; docs/certificates.md section 8)")
+    model.add_argument("--split-head", default="all", choices=["disjoint", "all"],
+                       help="with --feature-split: fit the certified head on the other rows only, or on every row "
+                            "with the backbone rows' labels held fixed (still scope model for the other rows' "
+                            "labels; docs/certificates.md, Proposition 8.1)")
     model.add_argument("--n-relabel", type=int, default=50, help="rows of relabel_priority.csv")
     model.add_argument("--extra-votes", type=int, default=2, help="votes assumed bought per relabelled example")
     model.add_argument("--vote-model", default="confusion", choices=["confusion", "model", "plurality"],

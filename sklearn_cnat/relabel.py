@@ -87,6 +87,14 @@ def _head_weights(estimator):
     return estimator._head_weights() if hasattr(estimator, "_head_weights") else None
 
 
+def _held_head_rows(estimator, n_head):
+    """Head rows whose labels are held fixed (``split_head="all"``: the backbone's), bool (n_head,)."""
+    covered, rows = getattr(estimator, "covered_rows_", None), getattr(estimator, "head_rows_", None)
+    if covered is None or rows is None:
+        return np.zeros(n_head, dtype=bool)
+    return ~covered[rows]
+
+
 def _head_index(estimator, n_head):
     """Training-set positions of the head rows."""
     rows = getattr(estimator, "head_rows_", None)
@@ -336,7 +344,7 @@ def _best_first(gain, slack_gain, index):
 
 
 def _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block_size, pool, n_scenarios, rng, chunk_size,
-            c=None):
+            c=None, exclude=None):
     """Block-greedy order of the first ``n_pick`` rows, and every row's last computed gain.
 
     After each block the ``n_scenarios`` copies of the evaluation scores take one draw of
@@ -349,7 +357,7 @@ def _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block_size, pool, n_s
     gain, slack_gain = _gains(G, Fc, all_rows, S[None], sigma2, D, dv, P, log_ratio, chunk_size, c)
     scen = np.repeat(S[None], n_scenarios, axis=0)
     sigma2 = sigma2.copy()
-    picked = np.zeros(n, dtype=bool)
+    picked = np.zeros(n, dtype=bool) if exclude is None else exclude.copy()  # held rows are never picked
     order, at_pick = [], []
     cum = np.cumsum(P, axis=1)
     while len(order) < n_pick:
@@ -442,7 +450,8 @@ def _smoothed_weight(S, sigma2, log_ratio, bandwidth):
     return norm.pdf(slack / scale) / scale
 
 
-def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick, block_size, c=None):
+def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick, block_size, c=None,
+                     exclude=None):
     """Block-greedy order by the first-order smoothed gain; the state moves by the picks' expected change.
 
     ``c``: the influence offsets of :func:`_influence_offsets` (None: ``1/n``).
@@ -457,7 +466,7 @@ def _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio, bandwidth, n_pick,
     """
     n = Fc.shape[0]
     S, sigma2 = S.copy(), sigma2.copy()
-    picked = np.zeros(n, dtype=bool)
+    picked = np.zeros(n, dtype=bool) if exclude is None else exclude.copy()  # held rows are never picked
     order, at_pick = [], []
     while True:
         gain = _first_order_gain(G, Fc, S, sigma2, d_mean, dv, log_ratio,
@@ -613,10 +622,6 @@ default="confusion"
     if getattr(estimator, "head", None) != "ridge" or not hasattr(estimator, "train_features_"):
         raise CertificationError("suggest_relabels needs a fitted CNATClassifier(head='ridge') "
                                  "(the exact certificate engine)")
-    if getattr(estimator, "split_head", "disjoint") == "all":
-        raise CertificationError("suggest_relabels does not rank the rows of CNATClassifier(split_head='all'): "
-                                 "new votes on a backbone row would retrain the backbone, and the ranking's "
-                                 "variance model treats every head row as re-drawn; use split_head='disjoint'")
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise CNATValueError(f"k must be a positive integer, got {k!r}")
     if not 0 < delta < 1:
@@ -639,17 +644,23 @@ default="confusion"
     pi, counts = budget.pi, budget.counts
     n_train, K = pi.shape
     kind, v, eps, _ = _stochastic_mode(pi, counts)
+    # split_head="all": the backbone rows' labels are held fixed (docs/certificates.md,
+    # Proposition 8.1): no variance, never ranked (new votes there would retrain the backbone)
+    held = _held_head_rows(estimator, n_train)
+    v = np.where(held, 0.0, v)
     plural = budget.labels
     votes = counts.sum(axis=1)
     log_ratio = math.log((K - 1) / delta)
     F_eval = estimator.feature_map(X_eval)
     if strategy == "assumed":
-        frame = _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assume, log_ratio, chunk_size)
+        frame = _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assume, log_ratio, chunk_size,
+                         held)
     else:
         outcomes = _vote_outcomes(K, k)
         P = _outcome_probs(outcomes, **_vote_law(estimator, budget, vote_model))
         new_pi, new_v = _new_rows(counts, eps, kind, outcomes)
-        D, dv = new_pi - pi[:, None, :], new_v - v
+        D, dv = new_pi - pi[:, None, :], np.where(held, 0.0, new_v - v)
+        D[held] = 0.0
         w = _head_weights(estimator)
         G, Fc = _influence_factors(estimator.train_features_, F_eval, estimator.alpha_, w)
         c = _influence_offsets(w)
@@ -662,17 +673,17 @@ default="confusion"
         Y = np.concatenate([G, np.ones((len(G), 1))], axis=1)
         Z = np.concatenate([Fc, c_col], axis=1)
         sigma2 = np.einsum("td,de,te->t", Y, Z.T @ (Z * v[:, None]), Y)  # sum_i h_i^2 v_i
-        n_pick = 0 if n is None else min(int(n), n_train)
+        n_pick = 0 if n is None else min(int(n), int(np.sum(~held)))
         block = max(1, math.ceil(n_pick / 50)) if block_size is None else int(block_size)
         if bandwidth is None:
             rng = check_random_state(random_state)
             order, at_pick, gain, slack_gain = _greedy(G, Fc, S, sigma2, D, dv, P, log_ratio, n_pick, block,
-                                                       4 * block, int(n_scenarios), rng, chunk_size, c)
+                                                       4 * block, int(n_scenarios), rng, chunk_size, c, held)
         else:
             d_mean = np.einsum("jo,jok->jk", P, D)  # E[pi'_j - pi_j], exact over the outcomes
             order, at_pick, gain, slack_gain = _greedy_smoothed(G, Fc, S, sigma2, d_mean, dv, log_ratio,
-                                                                float(bandwidth), n_pick, block, c)
-        rest = np.setdiff1d(np.arange(n_train), order)
+                                                                float(bandwidth), n_pick, block, c, held)
+        rest = np.setdiff1d(np.flatnonzero(~held), order)
         rest = rest[_best_first(gain[rest], slack_gain[rest], rest)]
         rows = np.concatenate([order, rest])
         gain[order] = at_pick
@@ -684,8 +695,8 @@ default="confusion"
     return frame if n is None else frame.head(int(n)).reset_index(drop=True)
 
 
-def _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assume, log_ratio, chunk_size):
-    """The single-example ranking with the extra votes fixed by ``assume``."""
+def _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assume, log_ratio, chunk_size, held):
+    """The single-example ranking with the extra votes fixed by ``assume`` (``held`` rows left out)."""
     import pandas as pd
 
     from .certificates._ridge import _ridge_influence
@@ -697,7 +708,7 @@ def _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assu
         new_v = (1 - eps) ** 2 / (votes + k)
     else:  # one-hot plurality nominal: only a change of plurality moves it (Theorem 4's v_i is fixed)
         new_pi, new_v = (1 - eps) * np.eye(K)[np.argmax(new_counts, axis=1)] + eps / K, v
-    delta_pi, delta_v = new_pi - pi, new_v - v
+    delta_pi, delta_v = np.where(held[:, None], 0.0, new_pi - pi), np.where(held, 0.0, new_v - v)
     gained = np.zeros(n_train)
     lost = np.zeros(n_train)
     slack_gain = np.zeros(n_train)
@@ -720,5 +731,6 @@ def _assumed(estimator, F_eval, pi, counts, kind, v, eps, plural, votes, k, assu
         "plurality": np.asarray(budget.classes_)[plural],
         "disagreement": 1.0 - counts.max(axis=1) / votes,
     })
+    frame = frame[~held]
     return frame.sort_values(["coverage_gain", "slack_gain", "index"], ascending=[False, False, True],
                              kind="mergesort").reset_index(drop=True)

@@ -189,6 +189,11 @@ def test_feature_split_gives_whole_model_certificates_for_the_head_rows(tmp_path
         assert "--feature-split must be a fraction in (0, 1)" in capsys.readouterr().err
     assert main(["run", "--feature-split", "0.5", "--output", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--feature-split needs image data" in capsys.readouterr().err
+    # the head on every row, the backbone rows' labels held: still scope model, relabel list of covered items
+    # the default head sees every row, the backbone rows' labels held; disjoint: the other rows only
+    rows, relabel = _run_csv(tmp_path, long, "split_disjoint", "--feature-split", "0.5", "--split-head", "disjoint",
+                             "--backbone", "small_cnn")
+    assert rows["cnat-ridge"]["scope"] == "model" and len(relabel) == 4
 
 
 def test_ema_tta_and_elr_reach_the_networks_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
@@ -266,7 +271,8 @@ def test_fast_cnn_estimators_are_the_package_recipe():
         split = fast_cnn_recipe(int(round(0.5 * n)), max_epochs=20, batch_size=batch, module_kwargs={"whiten": True})
         ridge = ests["cnat-ridge"].get_params()
         assert {k: ridge[k] for k in split} == split and ridge["feature_split"] == 0.5
-        assert ridge["alpha"] == list(cli._ALPHAS)
+        assert ridge["split_head"] == "all"
+        assert ridge["alpha"] == list(cli._ALPHAS)  # --alpha not given: the grid
     args = build_parser().parse_args(["run", "--images", "x", "--ema", "none", "--tta", "flip", "--alpha", "3"])
     ests = cli._estimators(args, data, 50000)
     assert ests["cnat"].ema is None and ests["cnat"].tta == "flip" and ests["cnat-ridge"].alpha == 3.0

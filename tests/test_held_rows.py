@@ -180,8 +180,11 @@ def test_split_head_all_fits_every_row_covers_the_others_and_refuses_what_it_can
         _all_clf().set_params(split_head="both").fit(X, votes)
     from sklearn_cnat.relabel import suggest_relabels
 
-    with pytest.raises(CertificationError, match="split_head='all'"):
-        suggest_relabels(clf, X[:10], n=3)
+    for strategy in ("expected", "assumed"):  # only the covered rows are ranked (new votes on a
+        ranked = suggest_relabels(clf, X[:10], n=8, strategy=strategy, random_state=0)  # backbone row
+        assert len(ranked) == 8 and clf.covered_rows_[ranked["index"]].all()        # would retrain it)
+    full = suggest_relabels(clf, X[:10], strategy="expected", bandwidth=None, random_state=0)
+    assert sorted(full["index"]) == list(np.flatnonzero(clf.covered_rows_))
 
 
 def test_split_head_all_certificates_survive_whole_estimator_attacks():
