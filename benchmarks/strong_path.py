@@ -50,10 +50,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sklearn_cnat.recipes import _ALPHAS
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10n"
 DEFAULT_OUT = REPO / "docs" / "benchmarks"
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 17))  # the airbench run chose 1e5, the old top
+ALPHAS = _ALPHAS  # ridge alpha grid, 0.1 to 1e7 (the airbench run chose 1e5, the old grid's top)
 
 
 def log(msg):
@@ -158,8 +160,6 @@ def _recipe_words(row):
 def estimator(args, n_samples, **kw):
     """The benchmark's estimator; ``n_samples``: the rows its network trains on (the recipe's
     weight average reads them)."""
-    from torch import nn
-
     from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
     from sklearn_cnat.models import FastCNN
 
@@ -180,11 +180,10 @@ def estimator(args, n_samples, **kw):
     module_kwargs.update(kw.pop("module_kwargs", None) or {})
     optimizer_kwargs = {"momentum": args.momentum, "nesterov": True, "weight_decay": args.weight_decay}
     if args.bn_bias_lr_scale != 1.0:
-        # airbench94: BatchNorm biases at scale x the learning rate, weight decay / scale (the same decay per step)
-        biases = [f"{name}.bias" for name, m in FastCNN(**module_kwargs).named_modules() if isinstance(m, nn.BatchNorm2d)]
-        optimizer_kwargs["param_groups"] = [(name, {"lr": args.lr * args.bn_bias_lr_scale,
-                                                    "weight_decay": args.weight_decay / args.bn_bias_lr_scale})
-                                            for name in biases]
+        from sklearn_cnat.recipes import _batchnorm_bias_groups
+
+        optimizer_kwargs["param_groups"] = _batchnorm_bias_groups(FastCNN(**module_kwargs), args.lr,
+                                                                  args.weight_decay, args.bn_bias_lr_scale)
     params = dict(module=FastCNN, head="ridge", alpha=ALPHAS, module_kwargs=module_kwargs or None,
                   budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=args.radius),
                   max_epochs=args.epochs, batch_size=args.batch, lr=args.lr, optimizer="sgd",

@@ -804,6 +804,11 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             raise CNATValueError("sample_weight is 0 on every row the ridge head is fitted on (the head rows of "
                                  "feature_split): the weighted head is not defined")
 
+    def _held_rows(self):
+        """Head rows whose labels every certificate holds fixed, bool (n_head_rows,): the backbone
+        rows with ``split_head="all"`` (docs/certificates.md, Proposition 8.1), else none."""
+        return ~self.covered_rows_[self.head_rows_]
+
     def _head_weights(self):
         """Weights of the head's training rows, or None."""
         w = getattr(self, "sample_weight_", None)
@@ -1218,7 +1223,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.head == "ridge":
             from .certificates import certify_ridge
 
-            held = ~self.covered_rows_[self.head_rows_]  # the backbone rows' labels (split_head="all")
+            held = self._held_rows()
             cert = certify_ridge(self.train_features_, head_budget, features, reference=reference,
                                  sample_weight=self._head_weights(), fixed_rows=held if held.any() else None,
                                  **common)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import CNATError
+from .recipes import _ALPHAS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -38,18 +39,15 @@ def _check_options(args):
     need(0.0 < args.delta < 1.0, f"--delta must be in (0, 1) (a failure probability), got {args.delta}")
     need(0.0 < args.test_size < 1.0, f"--test-size must be in (0, 1) (the held-out fraction), got {args.test_size}")
     need(0.0 <= args.radius <= 2.0, f"--radius must be in [0, 2] (an l1 radius), got {args.radius}")
-    need(all(np.isfinite(a) and a > 0 for a in args.alpha or _ALPHAS),
+    need(all(np.isfinite(a) and a > 0 for a in args.alpha or ()),
          f"--alpha must be > 0, got {' '.join(map(str, args.alpha or ()))}")
     for flag, value in (("--epochs", args.epochs), ("--image-size", args.image_size), ("--subset", args.subset),
                         ("--n-relabel", args.n_relabel), ("--extra-votes", args.extra_votes)):
         need(value >= 1, f"{flag} must be >= 1, got {value}")
     need(not (args.cifar10n and (args.images or args.votes)), "--cifar10n cannot be combined with --images/--votes")
     need(not (args.votes and not args.images), "--votes needs --images (the images the votes are about)")
-    try:
-        decay = None if args.ema in ("auto", "none") else float(args.ema)
-    except ValueError:
-        decay = float("nan")
-    need(decay is None or 0.0 < decay < 1.0, f"--ema must be a decay in (0, 1), auto or none, got {args.ema}")
+    decay = _ema_option(args.ema)
+    need(decay in ("auto", None) or 0.0 < decay < 1.0, f"--ema must be a decay in (0, 1), auto or none, got {args.ema}")
     need(np.isfinite(args.elr) and args.elr >= 0, f"--elr must be a weight >= 0, got {args.elr}")
     need((args.ema == "auto" and args.tta == "auto" and not args.elr) or args.images or args.cifar10n,
          "--ema, --tta and --elr need image data (--images or --cifar10n): the default digits are fitted linearly")
@@ -192,7 +190,14 @@ def _split(data, seed, test_size):
     return data["X"][idx_train], y[idx_train], data["X"][idx_test], y_test, idx_train
 
 
-_ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 17))
+def _ema_option(text):
+    """``--ema``: ``"auto"``, None (``none``) or the decay as a float (NaN when not a number)."""
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _alpha_option(values):
@@ -216,7 +221,7 @@ def _estimators(args, data, n_train):
 
     common = dict(random_state=args.seed, geometry=args.geometry)
     ridge_extra = {}
-    ema = None if args.ema in ("auto", "none") else float(args.ema)
+    ema = _ema_option(args.ema)
     if data["kind"] == "images" and args.backbone == "fast_cnn":
         from .classifier import _as_array_inputs
         from .recipes import fast_cnn_recipe
@@ -228,8 +233,7 @@ def _estimators(args, data, n_train):
         batch = _recipe_batch(n)
 
         def recipe(rows):
-            return fast_cnn_recipe(rows, max_epochs=args.epochs, batch_size=batch,
-                                   ema="auto" if args.ema == "auto" else ema,
+            return fast_cnn_recipe(rows, max_epochs=args.epochs, batch_size=batch, ema=ema,
                                    tta="flip_translate" if args.tta == "auto" else args.tta,
                                    module_kwargs={"whiten": whiten})
 
@@ -247,7 +251,7 @@ def _estimators(args, data, n_train):
                       max_epochs=args.epochs, lr=0.05, batch_size=64, optimizer="sgd",
                       optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
-                      ema=ema, elr_lambda=args.elr)
+                      ema=None if ema == "auto" else ema, elr_lambda=args.elr)
         if args.feature_split is not None:
             ridge_extra.update(feature_split=args.feature_split, split_head=args.split_head)
     else:
@@ -461,8 +465,8 @@ def build_parser():
                             "fast_cnn, flip for the other backbones)")
     model.add_argument("--feature-split", type=float, default=None,
                        help="image data: train the cnat-ridge backbone on this seeded fraction of the training "
-                            "rows and fit the certified head on the others; its certificates then cover the whole "
-                            "model for the head rows' labels (scope model; docs/certificates.md section 8)")
+                            "rows only; its certificates then cover the whole model for the other rows' labels "
+                            "(scope model; docs/certificates.md section 8; the head's rows: --split-head)")
     model.add_argument("--split-head", default="all", choices=["disjoint", "all"],
                        help="with --feature-split: fit the certified head on the other rows only, or on every row "
                             "with the backbone rows' labels held fixed (still scope model for the other rows' "

@@ -30,6 +30,8 @@ AIRBENCH94 = dict(lr=0.375, momentum=0.85, weight_decay=1.33e-3, bn_bias_lr_scal
                   batchnorm_momentum=0.4, batchnorm_weight=False, logit_scale=1 / 9, label_smoothing=0.2)
 
 _REFERENCE_BATCH = 256
+# ridge alpha grid of the strong path (cnat run's default, the benchmark's): 0.1 to 1e7, sqrt(10) apart
+_ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 17))
 _EMA_SPAN = 0.2  # the weight average spans about the last fifth of the training steps
 
 
@@ -41,6 +43,15 @@ def _recipe_ema(n_samples, max_epochs, batch_size):
     if steps < 50:
         return None
     return float(np.clip(1.0 - 1.0 / (_EMA_SPAN * steps), 0.9, 0.9999))
+
+
+def _batchnorm_bias_groups(module, lr, weight_decay, scale):
+    """skorch ``param_groups`` putting every BatchNorm bias of ``module`` at ``scale`` times the
+    learning rate with the weight decay divided by ``scale`` (the same decay per step)."""
+    from torch import nn
+
+    return [(f"{name}.bias", {"lr": lr * scale, "weight_decay": weight_decay / scale})
+            for name, m in module.named_modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 def fast_cnn_recipe(n_samples=None, *, max_epochs=30, batch_size=256, ema="auto", tta="flip_translate",
@@ -79,8 +90,6 @@ def fast_cnn_recipe(n_samples=None, *, max_epochs=30, batch_size=256, ema="auto"
         groups), ``lr_schedule``, ``label_smoothing``, ``precision``, ``augment``,
         ``tta`` and ``ema``.
     """
-    from torch import nn
-
     from .models import FastCNN
 
     for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size)):
@@ -104,8 +113,7 @@ def fast_cnn_recipe(n_samples=None, *, max_epochs=30, batch_size=256, ema="auto"
         probe = FastCNN(**module_kwargs)
     except TypeError as exc:
         raise CNATValueError(f"module_kwargs are not FastCNN's: {exc}") from None
-    biases = [f"{name}.bias" for name, m in probe.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    groups = [(name, {"lr": lr * scale, "weight_decay": a["weight_decay"] / scale}) for name in biases]
+    groups = _batchnorm_bias_groups(probe, lr, a["weight_decay"], scale)
     return dict(module=FastCNN, module_kwargs=module_kwargs, max_epochs=int(max_epochs), batch_size=int(batch_size),
                 lr=lr, optimizer="sgd",
                 optimizer_kwargs={"momentum": a["momentum"], "nesterov": True, "weight_decay": a["weight_decay"],

@@ -89,10 +89,7 @@ def _head_weights(estimator):
 
 def _held_head_rows(estimator, n_head):
     """Head rows whose labels are held fixed (``split_head="all"``: the backbone's), bool (n_head,)."""
-    covered, rows = getattr(estimator, "covered_rows_", None), getattr(estimator, "head_rows_", None)
-    if covered is None or rows is None:
-        return np.zeros(n_head, dtype=bool)
-    return ~covered[rows]
+    return estimator._held_rows() if hasattr(estimator, "_held_rows") else np.zeros(n_head, dtype=bool)
 
 
 def _head_index(estimator, n_head):

@@ -14,7 +14,8 @@ from sklearn_cnat.certificates import certify_ridge
 from sklearn_cnat.exceptions import CertificationError, CNATValueError
 from sklearn_cnat.models import FastCNN
 
-from test_soundness_ridge import _attack_margins, _Budget, _l1_row_attack, _problem, _refit_scores
+from test_soundness_ridge import (_attack_margins, _Budget, _flip_candidates, _flipped_margins, _l1_row_attack,
+                                  _problem, _refit_scores)
 from test_strong_path import TINY, _images
 
 
@@ -57,23 +58,9 @@ def test_flip_with_held_rows_matches_brute_force_over_the_free_rows():
         cert = certify_ridge(F, budget, X, alpha=0.5, tier="flip", m=1, fixed_rows=fixed)
         loose = certify_ridge(F, budget, X, alpha=0.5, tier="flip", m=1)
         assert np.all(cert.max_flips >= loose.max_flips)
-        candidates = [(size, rows, verts) for size in range(1, 4)
-                      for rows in itertools.combinations(free_rows, size)
-                      for verts in itertools.product(range(K), repeat=size)]
+        candidates = _flip_candidates(free_rows, K)  # only the free rows change
         for t in range(len(X)):
-            c = int(cert.prediction[t])
-            cols, sizes = [], []
-            for b in range(K):
-                if b == c:
-                    continue
-                for size, rows, verts in candidates:
-                    Q = budget.pi.copy()
-                    for i, v in zip(rows, verts):
-                        Q[i] = np.eye(K)[v]
-                    cols.append(Q[:, c] - Q[:, b])
-                    sizes.append(size)
-            margins = _refit_scores(F, np.stack(cols, axis=1), 0.5, X[t:t + 1])[0]
-            sizes = np.asarray(sizes)
+            margins, sizes = _flipped_margins(F, budget.pi, 0.5, X[t:t + 1], int(cert.prediction[t]), candidates)
             for m in (1, 2, 3):
                 broken = bool(np.any(margins[sizes <= m] <= 0))
                 checked += 1

@@ -1,7 +1,6 @@
 """sklearn_cnat.recipes: the strong path's settings as CNATClassifier arguments, shared by the
 benchmark and the command line."""
 
-import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
@@ -11,17 +10,7 @@ from sklearn_cnat.exceptions import CNATValueError
 from sklearn_cnat.models import FastCNN
 from sklearn_cnat.recipes import AIRBENCH94, fast_cnn_recipe
 
-TINY = {"widths": (8, 16, 16), "stem": 8}
-
-
-def _images(n, seed=0, k=3, size=16):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(k, size=n)
-    X = 0.3 * rng.random((n, 3, size, size)).astype(np.float32)
-    for i, c in enumerate(y):
-        X[i, c % 3, 2 + 4 * c:6 + 4 * c, 4:12] += 0.7
-    return X, np.eye(k, dtype=int)[y] * 2 + np.eye(k, dtype=int)[rng.integers(k, size=n)]
-
+from test_strong_path import TINY, _images
 
 @pytest.mark.parametrize("whiten", [True, False])
 def test_param_groups_are_exactly_the_batchnorm_biases(whiten):
@@ -63,7 +52,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 
 def test_recipe_trains_through_the_estimator_with_its_groups_and_clones():
-    X, votes = _images(64, seed=1)
+    X, votes, _ = _images(64, seed=1)
     params = fast_cnn_recipe(len(X), max_epochs=1, batch_size=16, module_kwargs=TINY)
     clf = CNATClassifier(**params, head="softmax", random_state=0)
     assert clone(clf).get_params() == clf.get_params()

@@ -202,6 +202,30 @@ def test_bounded_kl_sound(geometry):
         assert worst_gap < 1e-5  # exact up to the generic solver's accuracy
 
 
+def _flip_candidates(rows, K, max_size=3):
+    """Brute force: every set of at most ``max_size`` of ``rows``, every vertex in each changed row."""
+    return [(size, subset, verts) for size in range(1, max_size + 1)
+            for subset in itertools.combinations(rows, size)
+            for verts in itertools.product(range(K), repeat=size)]
+
+
+def _flipped_margins(F, pi, alpha, x, c, candidates):
+    """Retrained margins of class ``c`` over each rival at ``x`` (1, d) under every candidate
+    change, and the number of rows each changes."""
+    K = pi.shape[1]
+    cols, sizes = [], []
+    for b in range(K):
+        if b == c:
+            continue
+        for size, rows, verts in candidates:
+            Q = pi.copy()
+            for i, v in zip(rows, verts):
+                Q[i] = np.eye(K)[v]
+            cols.append(Q[:, c] - Q[:, b])
+            sizes.append(size)
+    return _refit_scores(F, np.stack(cols, axis=1), alpha, x)[0], np.asarray(sizes)
+
+
 def test_flip_brute_force():
     n, d, K = 8, 3, 3
     checked = violations = untight = 0
@@ -212,26 +236,9 @@ def test_flip_brute_force():
         for m, cert in certs.items():
             assert np.array_equal(cert.max_flips, max_flips)
             assert np.array_equal(cert.certified, max_flips >= m)
-        # brute force: every set of at most 3 rows, every vertex in each changed row
-        candidates = []
-        for size in range(1, 4):
-            for rows in itertools.combinations(range(n), size):
-                for verts in itertools.product(range(K), repeat=size):
-                    candidates.append((size, rows, verts))
+        candidates = _flip_candidates(range(n), K)
         for t in range(X.shape[0]):
-            c = int(certs[1].prediction[t])
-            cols, sizes = [], []
-            for b in range(K):
-                if b == c:
-                    continue
-                for size, rows, verts in candidates:
-                    Q = budget.pi.copy()
-                    for i, v in zip(rows, verts):
-                        Q[i] = np.eye(K)[v]
-                    cols.append(Q[:, c] - Q[:, b])
-                    sizes.append(size)
-            margins = _refit_scores(F, np.stack(cols, axis=1), 0.5, X[t:t + 1])[0]
-            sizes = np.asarray(sizes)
+            margins, sizes = _flipped_margins(F, budget.pi, 0.5, X[t:t + 1], int(certs[1].prediction[t]), candidates)
             for m in (1, 2, 3):
                 broken = bool(np.any(margins[sizes <= m] <= 0))
                 checked += 1
