@@ -347,13 +347,15 @@ def covered_loo(clf, data):
 
 def run_split(data, args):
     clf = estimator(args, int(round(0.5 * len(data.x_train))), feature_split=0.5,  # the backbone's rows
-                    split_head=args.split_head, max_epochs=args.split_epochs or args.epochs)
+                    split_head=args.split_head, max_epochs=args.split_epochs or args.epochs,
+                    pseudo_label_epochs=args.pseudo_label_epochs)
     t0 = time.time()
     clf.fit(data.x_train, data.votes)
     t_fit = time.time() - t0
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
                covered_rows=int(clf.covered_rows_.sum()), split_head=args.split_head,
+               pseudo_label_epochs=clf.pseudo_label_epochs,
                epochs=args.split_epochs or args.epochs, **settings(clf, args), tta=clf.tta_, seed=args.seed,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
     row.update(covered_loo(clf, data))
@@ -433,7 +435,10 @@ def write(out, rows, meta):
             covered = r.get("covered_rows", r["head_rows"])
             head_words = (f"certified head on {r['head_rows']}" if r.get("split_head", "disjoint") == "disjoint" else
                           f"certified head on all {r['head_rows']} rows, the backbone rows' labels held fixed")
-            L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - covered} rows, {head_words}; "
+            student = (f", then self-trained: a student network {r['pseudo_label_epochs']} epochs on all {r['n_train']} "
+                       f"rows, the other rows' images labelled by that backbone (no label of theirs read)"
+                       if r.get("pseudo_label_epochs") else "")
+            L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - covered} rows{student}, {head_words}; "
                   f"scope model for the labels of the {covered} other rows), {r['epochs']} epochs, label smoothing "
                   f"{r.get('label_smoothing', 0)}, {_elr_words(r)}{_recipe_words(r)}weight EMA {_ema_words(r.get('ema'))}, TTA {r.get('tta', 'flip')}, "
                   f"alpha {r['alpha']:.3g} (leave-one-out), fit "
@@ -460,6 +465,9 @@ def main(argv=None):
                    help="split mode: the head on the other rows only, or on every row with the backbone rows' "
                         "labels held fixed (CNATClassifier(split_head=))")
     p.add_argument("--split-epochs", type=int, default=None, help="epochs of the split-mode backbone (default --epochs)")
+    p.add_argument("--pseudo-label-epochs", type=int, default=None,
+                   help="split mode: self-training (CNATClassifier(pseudo_label_epochs=)): a student network this many "
+                        "epochs on every row, the head rows' images labelled by the split backbone")
     p.add_argument("--label-smoothing", type=float, default=0.2, help="of the backbone's training targets")
     p.add_argument("--radius", type=float, default=0.05,
                    help="flat l1 budget of every training row: CNAT training and the split bounded tier")

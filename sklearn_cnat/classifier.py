@@ -356,7 +356,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         ``torchvision.models.resnet18`` all work. A module with a method
         ``init_from_data(x)`` gets it called, before its backbone trains, with up to
         4,096 seeded training inputs (images only, never labels; in split mode
-        backbone rows only): :class:`~sklearn_cnat.models.FastCNN` sets its
+        backbone rows only, every row for the ``pseudo_label_epochs`` student): :class:`~sklearn_cnat.models.FastCNN` sets its
         patch-whitening stem from them.
     budget : NoiseBudgetTransformer or None, default=None
         Turns ``y`` into per-example budgets; nested, so ``budget__mapping`` etc.
@@ -430,6 +430,17 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         covered): certificates still cover the other rows' labels, scope "model", now
         with a head of ``n_samples`` rows (docs/certificates.md, Proposition 8.1). Needs
         ``head="ridge"``.
+    pseudo_label_epochs : int or None, default=None
+        With ``feature_split``: self-training on the other rows' images, never their
+        labels. The backbone trained on its rows (the teacher) labels the other rows'
+        images with its softmax (averaged over the test-time views of ``tta``); then a
+        fresh network of the same architecture (the student, seeded ``random_state +
+        1``) is trained for ``pseudo_label_epochs`` epochs on every row, the backbone
+        rows with their CNAT targets and the other rows with the teacher's
+        probabilities as nominal and radius 0 (no label smoothing on top), and is the
+        backbone the head reads. No label of a covered row reaches it, so certificates
+        cover the same rows as without it (docs/certificates.md, section 8.2).
+        ``None``: off.
     train_backbone : bool, default=True
         ``False``: the module is a fixed feature map (e.g. a pretrained model loaded
         with ``torch.load(..., weights_only=True)``): nothing is trained but the
@@ -516,6 +527,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
     head_rows_ : ndarray of bool of shape (n_samples,)
         Rows the head is fitted on (all rows unless ``feature_split`` with
         ``split_head="disjoint"``).
+    pseudo_labels_ : ndarray of shape (n_samples - n_backbone_rows, n_classes)
+        The teacher's probabilities for the rows it did not train on, in row order
+        (``pseudo_label_epochs`` only).
     covered_rows_ : ndarray of bool of shape (n_samples,)
         Rows whose labels the certificates cover (``Certificate.covers``): all rows
         unless ``feature_split``, else the rows the backbone did not train on.
@@ -565,6 +579,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         scope=None,
         feature_split=None,
         split_head="disjoint",
+        pseudo_label_epochs=None,
         train_backbone=True,
         precision="auto",
         augment="auto",
@@ -599,6 +614,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.scope = scope
         self.feature_split = feature_split
         self.split_head = split_head
+        self.pseudo_label_epochs = pseudo_label_epochs
         self.train_backbone = train_backbone
         self.precision = precision
         self.augment = augment
@@ -665,6 +681,16 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         if self.split_head == "all" and (fs is None or self.head != "ridge"):
             raise CNATValueError("split_head='all' needs feature_split and head='ridge' (the exact engine holds "
                                  "the backbone rows' labels fixed; docs/certificates.md, Proposition 8.1)")
+        ple = self.pseudo_label_epochs
+        if ple is not None:
+            if isinstance(ple, bool) or not isinstance(ple, numbers.Integral) or ple < 1:
+                raise CNATValueError(f"pseudo_label_epochs must be a positive integer or None, got {ple!r}")
+            if fs is None:
+                raise CNATValueError("pseudo_label_epochs needs feature_split: the teacher trains on the backbone "
+                                     "rows and labels the other rows' images")
+            if not self.max_epochs:
+                raise CNATValueError("pseudo_label_epochs needs max_epochs > 0: the teacher that labels the other "
+                                     "rows' images is the backbone trained for max_epochs")
         if not isinstance(self.train_backbone, (bool, np.bool_)):
             raise CNATValueError(f"train_backbone must be True or False, got {self.train_backbone!r}")
         if not self.train_backbone:
@@ -765,20 +791,26 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         return budget
 
     def _targets(self, budget, sample_weight=None):
+        """Network targets of ``budget``'s rows (label smoothing applied): see ``_target_tensor``."""
+        rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
+        return self._target_tensor(self._smoothed(budget.pi), budget.r, rho, sample_weight)
+
+    def _smoothed(self, pi):
+        if self.label_smoothing:
+            return (1.0 - self.label_smoothing) * pi + self.label_smoothing / pi.shape[1]
+        return pi
+
+    def _target_tensor(self, pi, r, rho, sample_weight=None):
         """``[pi, r, rho]`` (n, K + 2); with weights, ``w_i / mean(w)`` as column K + 2; with the
         early-learning term, the row index ``0 .. n - 1`` as the last column."""
-        rho = budget.rho if self.geometry != "l1" else np.zeros(len(budget))  # l1 reads no KL radius
-        pi = budget.pi
-        if self.label_smoothing:
-            pi = (1.0 - self.label_smoothing) * pi + self.label_smoothing / pi.shape[1]
-        cols = [pi, budget.r[:, None], rho[:, None]]
+        cols = [pi, r[:, None], rho[:, None]]
         if sample_weight is not None:
             cols.append((sample_weight / sample_weight.mean())[:, None])
         if self.elr_lambda:
-            if len(budget) > 2**24:
+            if len(pi) > 2**24:
                 raise CNATValueError(f"elr_lambda > 0 supports at most 2**24 training rows (the row index travels "
-                                     f"as a float32 target column), got {len(budget)}")
-            cols.append(np.arange(len(budget), dtype=np.float64)[:, None])
+                                     f"as a float32 target column), got {len(pi)}")
+            cols.append(np.arange(len(pi), dtype=np.float64)[:, None])
         t = np.concatenate(cols, axis=1)
         return torch.as_tensor(t, dtype=torch.float32)
 
@@ -822,7 +854,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             return int(rs.randint(0, 2**31 - 1))
         return int(rs)
 
-    def _build_net(self, inputs, n_classes, seed, n_train=None, augment_fn=None):
+    def _build_net(self, inputs, n_classes, seed, n_train=None, augment_fn=None, max_epochs=None):
         n_features = inputs.shape[1] if self._input_kind == "features" else None
         in_channels = inputs.shape[1] if self._input_kind == "images" else None
         module = _instantiate_module(self.module, n_features, n_classes, in_channels, self.module_kwargs)
@@ -832,6 +864,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         from .callbacks import BudgetCurriculum
         from .losses import CNATLoss
 
+        max_epochs = self.max_epochs if max_epochs is None else max_epochs
         callbacks = list(self.callbacks or [])
         if self.curriculum_epochs:
             callbacks.append(("budget_curriculum", BudgetCurriculum(self.curriculum_epochs)))
@@ -841,7 +874,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             from .callbacks import WeightEMA
 
             callbacks.append(("weight_ema", WeightEMA(self.ema)))
-        if self.lr_schedule is not None and self.max_epochs:
+        if self.lr_schedule is not None and max_epochs:
             from skorch.callbacks import LRScheduler
 
             from .callbacks import WarmupDecay
@@ -849,7 +882,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             n_fit = n_train if n_train is not None else len(inputs)
             if self.validation_fraction is not None:
                 n_fit = n_fit - int(np.ceil(self.validation_fraction * n_fit))
-            steps = self.max_epochs * max(1, int(np.ceil(n_fit / self.batch_size)))
+            steps = max_epochs * max(1, int(np.ceil(n_fit / self.batch_size)))
             callbacks.append(("lr_schedule", LRScheduler(
                 policy=torch.optim.lr_scheduler.LambdaLR, step_every="batch",
                 lr_lambda=WarmupDecay(steps, shape="linear" if self.lr_schedule == "onecycle" else "cosine"))))
@@ -874,7 +907,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             criterion__random_state=seed,
             optimizer=opt,
             lr=self.lr,
-            max_epochs=self.max_epochs,
+            max_epochs=max_epochs,
             batch_size=self.batch_size,
             train_split=train_split,
             iterator_train__shuffle=True,
@@ -960,6 +993,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         self.scope_ = self._resolve_scope()
         self.covered_rows_ = np.zeros(n, dtype=bool)
         self.covered_rows_[head_rows] = True
+        if hasattr(self, "pseudo_labels_"):
+            del self.pseudo_labels_
         if self.split_head == "all":
             head_rows = np.arange(n)
         self.head_rows_ = np.zeros(n, dtype=bool)
@@ -994,10 +1029,45 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
                 net.partial_fit(dataset, y=None)  # initialised above; partial_fit keeps those weights
                 if self.recalibrate_bn:
                     _recalibrate_net_batchnorm(net, dataset)
+        if self.pseudo_label_epochs:
+            net = self._fit_student(net, inputs, budget, backbone_rows, sample_weight, seed, augment_fn)
         self.net_ = net
         if self.head in ("ridge", "robust_softmax"):
             self._fit_head(self._features(_take(inputs, head_rows), served=False))
         return self
+
+    def _fit_student(self, teacher, inputs, budget, backbone_rows, sample_weight, seed, augment_fn):
+        """Self-training (``pseudo_label_epochs``): the student network trained on every row, the
+        rows the teacher did not see with its test-time-view softmax as nominal (docs/certificates.md,
+        section 8.2). Reads ``budget`` on ``backbone_rows`` only."""
+        from ._inference import _forward_batched
+
+        n, k = len(budget), budget.pi.shape[1]
+        other = np.setdiff1d(np.arange(n), backbone_rows)
+        logits = _forward_batched(teacher.module_, self._loader_inputs(_take(inputs, other)), tta=self.tta_,
+                                  autocast_dtype=teacher.autocast_dtype, channels_last=teacher.channels_last)[0]
+        pi, r, rho = np.zeros((n, k)), np.zeros(n), np.zeros(n)
+        pi[other] = _softmax(torch.as_tensor(logits)).numpy()
+        nominal = budget[backbone_rows]
+        pi[backbone_rows], r[backbone_rows] = self._smoothed(nominal.pi), nominal.r
+        if self.geometry != "l1":
+            rho[backbone_rows] = nominal.rho
+        self.pseudo_labels_ = pi[other]
+        dataset = _EvidenceDataset(inputs, self._target_tensor(pi, r, rho, sample_weight))
+        student_seed = None if seed is None else seed + 1
+        with torch.random.fork_rng(devices=[]):
+            if student_seed is not None:
+                torch.manual_seed(student_seed)
+            net = self._build_net(inputs, k, student_seed, n_train=n, augment_fn=augment_fn,
+                                  max_epochs=self.pseudo_label_epochs)
+            net.initialize()
+            if net.channels_last:
+                net.module_.to(memory_format=torch.channels_last)
+            _init_from_data(net.module_, dataset, student_seed)
+            net.partial_fit(dataset, y=None)
+            if self.recalibrate_bn:
+                _recalibrate_net_batchnorm(net, dataset)
+        return net
 
     def _split_rows(self, n, budget, seed):
         """Rows the backbone trains on and rows the head is fitted on (``feature_split``)."""

@@ -55,6 +55,10 @@ def _check_options(args):
     need(fs is None or 0.0 < fs < 1.0, f"--feature-split must be a fraction in (0, 1), got {fs}")
     need(fs is None or args.images or args.cifar10n,
          "--feature-split needs image data (--images or --cifar10n): the default digits are fitted linearly")
+    ple = args.pseudo_label_epochs
+    need(ple is None or ple >= 1, f"--pseudo-label-epochs must be >= 1, got {ple}")
+    need(ple is None or fs is not None, "--pseudo-label-epochs needs --feature-split (the split backbone labels the "
+         "other rows' images)")
     out = Path(args.output)
     need(not out.exists() or out.is_dir(), f"--output {out} exists and is not a folder")
 
@@ -240,7 +244,7 @@ def _estimators(args, data, n_train):
         common.update(recipe(n), elr_lambda=args.elr)
         if args.feature_split is not None:
             ridge_extra = dict(recipe(max(1, int(round(args.feature_split * n)))), feature_split=args.feature_split,
-                               split_head=args.split_head)
+                               split_head=args.split_head, pseudo_label_epochs=args.pseudo_label_epochs)
     elif data["kind"] == "images":
         # SGD with Nesterov momentum, one-cycle schedule, label smoothing of the backbone targets, seeded
         # flip/translate augmentation and flip TTA ("auto": colour images of at least 16 x 16 pixels),
@@ -253,7 +257,8 @@ def _estimators(args, data, n_train):
                       lr_schedule="onecycle", label_smoothing=0.2, precision="auto", augment="auto", tta=args.tta,
                       ema=None if ema == "auto" else ema, elr_lambda=args.elr)
         if args.feature_split is not None:
-            ridge_extra.update(feature_split=args.feature_split, split_head=args.split_head)
+            ridge_extra.update(feature_split=args.feature_split, split_head=args.split_head,
+                               pseudo_label_epochs=args.pseudo_label_epochs)
     else:
         common.update(module="linear", max_epochs=args.epochs, lr=0.05, batch_size=64)
     # the posterior mapping and the KL geometries need pi with full support (docs/budgets.md)
@@ -471,6 +476,11 @@ def build_parser():
                        help="with --feature-split: fit the certified head on the other rows only, or on every row "
                             "with the backbone rows' labels held fixed (still scope model for the other rows' "
                             "labels; docs/certificates.md, Proposition 8.1)")
+    model.add_argument("--pseudo-label-epochs", type=int, default=None,
+                       help="with --feature-split: self-training: the split backbone labels the other rows' images "
+                            "(never reading their labels), then a fresh network trains this many epochs on every "
+                            "row and is the backbone the head reads (same rows covered; docs/certificates.md, "
+                            "section 8.2)")
     model.add_argument("--n-relabel", type=int, default=50, help="rows of relabel_priority.csv")
     model.add_argument("--extra-votes", type=int, default=2, help="votes assumed bought per relabelled example")
     model.add_argument("--vote-model", default="confusion", choices=["confusion", "model", "plurality"],

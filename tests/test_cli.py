@@ -189,6 +189,11 @@ def test_feature_split_gives_whole_model_certificates_for_the_head_rows(tmp_path
         assert "--feature-split must be a fraction in (0, 1)" in capsys.readouterr().err
     assert main(["run", "--feature-split", "0.5", "--output", str(tmp_path / "bad")]) == EXIT_USAGE
     assert "--feature-split needs image data" in capsys.readouterr().err
+    for bad, message in ((["--pseudo-label-epochs", "2"], "--pseudo-label-epochs needs --feature-split"),
+                         (["--feature-split", "0.5", "--pseudo-label-epochs", "0"], "--pseudo-label-epochs must be >= 1")):
+        assert main(["run", "--images", str(tmp_path / "imgs"), "--votes", str(long), *bad,
+                     "--output", str(tmp_path / "bad")]) == EXIT_USAGE
+        assert message in capsys.readouterr().err
     # the head on every row, the backbone rows' labels held: still scope model, relabel list of covered items
     # the default head sees every row, the backbone rows' labels held; disjoint: the other rows only
     rows, relabel = _run_csv(tmp_path, long, "split_disjoint", "--feature-split", "0.5", "--split-head", "disjoint",
@@ -273,6 +278,9 @@ def test_fast_cnn_estimators_are_the_package_recipe():
         assert {k: ridge[k] for k in split} == split and ridge["feature_split"] == 0.5
         assert ridge["split_head"] == "all"
         assert ridge["alpha"] == list(cli._ALPHAS)  # --alpha not given: the grid
+        assert ridge["pseudo_label_epochs"] is None
+    args = build_parser().parse_args(["run", "--images", "x", "--feature-split", "0.5", "--pseudo-label-epochs", "7"])
+    assert cli._estimators(args, data, 2000)["cnat-ridge"].pseudo_label_epochs == 7
     args = build_parser().parse_args(["run", "--images", "x", "--ema", "none", "--tta", "flip", "--alpha", "3"])
     ests = cli._estimators(args, data, 50000)
     assert ests["cnat"].ema is None and ests["cnat"].tta == "flip" and ests["cnat-ridge"].alpha == 3.0

@@ -345,7 +345,9 @@ def test_split_covers_head_rows_and_refuses_unsound_settings():
         _split_clf(head="softmax").fit(X, votes)
 
 
-@pytest.mark.parametrize("extra", [{}, {"ema": 0.9}, {"elr_lambda": 3.0}], ids=["plain", "ema", "elr"])
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9}, {"elr_lambda": 3.0},
+                                   {"pseudo_label_epochs": 2, "ema": 0.9, "elr_lambda": 3.0}],
+                         ids=["plain", "ema", "elr", "pseudo_label"])
 def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(extra):
     X, votes, _ = _images(160, seed=6)
     Xt = _images(40, seed=7)[0]
@@ -358,6 +360,8 @@ def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(e
     other = _split_clf(**extra).fit(X, changed)
     for p, q in zip(clf.net_.module_.state_dict().values(), other.net_.module_.state_dict().values()):
         assert torch.equal(p, q)
+    if "pseudo_label_epochs" in extra:  # the teacher's labels of the head rows' images, too
+        np.testing.assert_array_equal(clf.pseudo_labels_, other.pseudo_labels_)
     np.testing.assert_array_equal(clf.feature_map(Xt), other.feature_map(Xt))
     # 2. so retraining under worst-case labels of the head rows is retraining the head: attack it
     cert = clf.certify(Xt, tier="bounded")
@@ -380,6 +384,35 @@ def test_split_backbone_never_sees_head_labels_and_certificates_survive_attack(e
             attacked_votes[i] = np.eye(3, dtype=int)[runner if hi > 0 else c] * 3
         refit = _split_clf(**extra).fit(X, attacked_votes)
         assert refit.predict(Xt[t:t + 1])[0] == flip.prediction[t]
+
+
+def test_pseudo_labels_are_the_teachers_views_and_the_student_trains_on_every_row():
+    from sklearn_cnat._inference import _forward_batched
+
+    X, votes, y = _images(120, seed=9)
+    teacher = _split_clf().fit(X, votes)
+    _RecordingFastCNN.seen = []
+    clf = _split_clf(pseudo_label_epochs=3).set_params(module=_RecordingFastCNN).fit(X, votes)
+    other = np.flatnonzero(clf.covered_rows_)
+    np.testing.assert_array_equal(other, np.flatnonzero(teacher.head_rows_))  # the same split
+    logits = _forward_batched(teacher.net_.module_, teacher._loader_inputs(X[other]), tta=teacher.tta_,
+                              autocast_dtype=teacher.net_.autocast_dtype, channels_last=True)[0]
+    np.testing.assert_allclose(clf.pseudo_labels_, torch.softmax(torch.as_tensor(logits), -1).numpy(),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(clf.pseudo_labels_.sum(1), 1.0)
+    teacher_seen, student_seen = _RecordingFastCNN.seen  # the student's stem reads every row's images
+    assert len(teacher_seen) == 60 and len(student_seen) == 120
+    assert len(clf.net_.history) == 3 and len(teacher.net_.history) == 2
+    assert not torch.equal(clf.net_.module_.fc.weight, teacher.net_.module_.fc.weight)
+    assert clf.scope_ == "model" and clf.certify(X[:5], tier="bounded").covers.sum() == 60
+    assert not hasattr(clf.set_params(pseudo_label_epochs=None).fit(X, votes), "pseudo_labels_")
+    with pytest.raises(CNATValueError, match="pseudo_label_epochs needs feature_split"):
+        _split_clf(pseudo_label_epochs=2).set_params(feature_split=None).fit(X, votes)
+    with pytest.raises(CNATValueError, match="max_epochs > 0"):
+        _split_clf(pseudo_label_epochs=2).set_params(max_epochs=0).fit(X, votes)
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(CNATValueError, match="pseudo_label_epochs must be"):
+            _split_clf(pseudo_label_epochs=bad).fit(X, votes)
 
 
 def _influence_row(F, x, alpha):
