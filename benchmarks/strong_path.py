@@ -383,6 +383,14 @@ def _elr_words(row):
     return f"early learning lambda {row['elr_lambda']:g}, beta {row['elr_beta']:g}, " if row.get("elr_lambda") else ""
 
 
+def _settings_words(row):
+    """The select table's optimiser settings: the package's recipe, or the script's flags."""
+    if row.get("recipe_name"):
+        return f"recipe {row['recipe_name']}"
+    return f"lr {row.get('lr', 0.1):g}, momentum {row.get('recipe', {}).get('momentum', 0.9):g}, " \
+           f"wd {row.get('weight_decay', 5e-4):g}"
+
+
 def _ema_words(ema):
     return "none" if ema is None else f"{ema:.5g}"
 
@@ -416,9 +424,9 @@ def write(out, rows, meta):
         L += [f"**Selection** on training labels ({sel[0]['n_fit']} rows trained, {sel[0]['n_holdout']} held out, "
               f"{sel[0]['epochs']} epochs; agreement with the held-out rows' noisy aggre labels chooses; test top-1 "
               "is not used; the held-out rows' mean vote share, where recorded, is printed beside):", "",
-              "| labels | label smoothing | l1 radius | ELR lambda | weights | TTA | holdout agreement | holdout vote share | test top-1 | chosen |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-        L += [f"| {r['labels']} | {r.get('label_smoothing', 0.2)} | {r.get('radius', 0.05)} | {r.get('elr_lambda', 0.0)} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
+              "| settings | labels | label smoothing | l1 radius | ELR lambda | weights | TTA | holdout agreement | holdout vote share | test top-1 | chosen |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        L += [f"| {_settings_words(r)} | {r['labels']} | {r.get('label_smoothing', 0.2)} | {r.get('radius', 0.05)} | {r.get('elr_lambda', 0.0)} | {r['weights']} | {r['tta']} | {100 * r['holdout_agreement']:.2f} | "
               f"{_percent(r.get('holdout_vote_share'))} | "
               f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:

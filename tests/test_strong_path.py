@@ -544,6 +544,16 @@ def test_early_learning_with_weights_and_a_validation_split_reads_the_right_colu
     assert int(seen.sum()) == 30
 
 
+def test_estimators_with_early_learning_and_self_training_pickle():
+    X, votes, _ = _images(60, seed=13)
+    for clf in (_elr_clf(0.1, max_epochs=1, batch_size=16), _split_clf(pseudo_label_epochs=1, elr_lambda=3.0)):
+        clf.fit(X, votes)
+        restored = pickle.loads(pickle.dumps(clf))
+        np.testing.assert_array_equal(restored.predict_proba(X[:4]), clf.predict_proba(X[:4]))
+        assert torch.equal(restored.net_.elr_memory, clf.net_.elr_memory) and clf.net_.elr_memory.abs().sum() > 0
+        assert clone(clf).get_params()["elr_lambda"] == clf.elr_lambda
+
+
 def test_early_learning_stops_the_network_memorising_flipped_labels():
     X, _, y = _images(300, seed=3)
     Xt, _, yt = _images(300, seed=4)
