@@ -115,6 +115,15 @@ _RECIPE = {"momentum": (0.9, "momentum"), "bn_bias_lr_scale": (1.0, "bn_bias_lr_
            "logit_scale": (1.0, "logit_scale")}
 
 
+_FASTCNN_WIDTHS = (64, 256, 256)  # FastCNN's default widths (rows before --widths existed had them)
+
+
+def _widths_words(row):
+    """``"widths 128/384/384, "`` when the row's FastCNN was not the default size, else ``""``."""
+    widths = tuple(row.get("widths", _FASTCNN_WIDTHS))
+    return "" if widths == _FASTCNN_WIDTHS else f"widths {'/'.join(map(str, widths))}, "
+
+
 def recipe(args):
     """The optimiser and FastCNN settings that differ from the defaults (recorded in every row)."""
     if args.recipe == "airbench94":
@@ -133,7 +142,8 @@ def settings(clf, args):
     """What every row records of how its network was trained (read from the estimator)."""
     out = dict(label_smoothing=clf.label_smoothing, radius=args.radius, elr_lambda=clf.elr_lambda,
                elr_beta=clf.elr_beta, recipe=recipe(args), lr=clf.lr,
-               weight_decay=(clf.optimizer_kwargs or {}).get("weight_decay"), batch=clf.batch_size, ema=clf.ema)
+               weight_decay=(clf.optimizer_kwargs or {}).get("weight_decay"), batch=clf.batch_size, ema=clf.ema,
+               widths=list((clf.module_kwargs or {}).get("widths", _FASTCNN_WIDTHS)))
     if args.recipe:
         out["recipe_name"] = args.recipe
     return out
@@ -163,12 +173,15 @@ def estimator(args, n_samples, **kw):
     from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
     from sklearn_cnat.models import FastCNN
 
+    extra_module_kwargs = dict(kw.pop("module_kwargs", None) or {})
+    if args.widths is not None:
+        extra_module_kwargs.setdefault("widths", tuple(args.widths))
     if args.recipe == "airbench94":
         from sklearn_cnat.recipes import fast_cnn_recipe
 
         ema = kw.pop("ema", args.ema if args.ema is not None else "auto")
         params = fast_cnn_recipe(n_samples, max_epochs=kw.pop("max_epochs", args.epochs), batch_size=args.batch,
-                                 ema=ema, tta=args.tta, module_kwargs=kw.pop("module_kwargs", None))
+                                 ema=ema, tta=args.tta, module_kwargs=extra_module_kwargs or None)
         params.update(head="ridge", alpha=ALPHAS, budget=NoiseBudgetTransformer(pi="votes", mapping="flat",
                                                                                 radius=args.radius),
                       elr_lambda=args.elr_lambda, elr_beta=args.elr_beta, random_state=args.seed,
@@ -177,7 +190,7 @@ def estimator(args, n_samples, **kw):
         return CNATClassifier(**params)
     module_kwargs = {k: v for k, v in recipe(args).items() if k in ("batchnorm_momentum", "batchnorm_weight",
                                                                      "logit_scale")}
-    module_kwargs.update(kw.pop("module_kwargs", None) or {})
+    module_kwargs.update(extra_module_kwargs)
     optimizer_kwargs = {"momentum": args.momentum, "nesterov": True, "weight_decay": args.weight_decay}
     if args.bn_bias_lr_scale != 1.0:
         from sklearn_cnat.recipes import _batchnorm_bias_groups
@@ -386,8 +399,8 @@ def _elr_words(row):
 def _settings_words(row):
     """The select table's optimiser settings: the package's recipe, or the script's flags."""
     if row.get("recipe_name"):
-        return f"recipe {row['recipe_name']}"
-    return f"lr {row.get('lr', 0.1):g}, momentum {row.get('recipe', {}).get('momentum', 0.9):g}, " \
+        return f"{_widths_words(row)}recipe {row['recipe_name']}"
+    return f"{_widths_words(row)}lr {row.get('lr', 0.1):g}, momentum {row.get('recipe', {}).get('momentum', 0.9):g}, " \
            f"wd {row.get('weight_decay', 5e-4):g}"
 
 
@@ -431,7 +444,7 @@ def write(out, rows, meta):
               f"{100 * r['test_top1']:.2f} | {'yes' if r is best else ''} |" for r in sel] + [""]
     for r in rows:
         if r.get("run") == "e2e":
-            L += [f"**End to end** (FastCNN with its patch-whitening stem, {r['n_train']} images, {r['epochs']} epochs, seed "
+            L += [f"**End to end** (FastCNN with its patch-whitening stem, {_widths_words(r)}{r['n_train']} images, {r['epochs']} epochs, seed "
                   f"{r.get('seed', 0)}, {r.get('threads', meta['threads'])} thread(s), label smoothing "
                   f"{r.get('label_smoothing', 0)}, flat l1 radius {r.get('radius', 0.05)}, {_elr_words(r)}{_recipe_words(r)}labels {r.get('labels', 'votes')}, weight EMA {_ema_words(r.get('ema'))}, TTA "
                   f"{r.get('tta', 'flip')}): network top-1 "
@@ -446,7 +459,7 @@ def write(out, rows, meta):
             student = (f", then self-trained: a student network {r['pseudo_label_epochs']} epochs on all {r['n_train']} "
                        f"rows, the other rows' images labelled by that backbone (no label of theirs read)"
                        if r.get("pseudo_label_epochs") else "")
-            L += [f"**Split mode** (FastCNN with its patch-whitening stem; backbone on {r['n_train'] - covered} rows{student}, {head_words}; "
+            L += [f"**Split mode** (FastCNN with its patch-whitening stem, {_widths_words(r)}backbone on {r['n_train'] - covered} rows{student}, {head_words}; "
                   f"scope model for the labels of the {covered} other rows), {r['epochs']} epochs, label smoothing "
                   f"{r.get('label_smoothing', 0)}, {_elr_words(r)}{_recipe_words(r)}weight EMA {_ema_words(r.get('ema'))}, TTA {r.get('tta', 'flip')}, "
                   f"alpha {r['alpha']:.3g} (leave-one-out), fit "
@@ -482,6 +495,8 @@ def main(argv=None):
     p.add_argument("--elr-lambda", type=float, default=0.0, help="early-learning term of the network's loss (0: off)")
     p.add_argument("--elr-beta", type=float, default=0.7, help="momentum of the early-learning targets")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--widths", type=int, nargs=3, default=None, metavar="W",
+                   help="FastCNN(widths=) of the three blocks (default FastCNN's 64 256 256; airbench95's: 128 384 384)")
     p.add_argument("--momentum", type=float, default=_RECIPE["momentum"][0], help="SGD (Nesterov) momentum")
     p.add_argument("--bn-bias-lr-scale", type=float, default=_RECIPE["bn_bias_lr_scale"][0],
                    help="BatchNorm biases train at this multiple of the learning rate (airbench94: 64)")
