@@ -183,7 +183,7 @@ def features_split_estimator(data, cfg, meta):
     def compute():
         clf = CNATClassifier(module=backbone, module_kwargs=cfg["split_module_kwargs"], head="ridge", alpha=1.0,
                              budget=NoiseBudgetTransformer(classes=np.arange(K), mapping="flat", radius=0.05),
-                             feature_split=0.5, max_epochs=epochs, batch_size=cfg["split_batch"],
+                             feature_split=0.5, split_head="disjoint", max_epochs=epochs, batch_size=cfg["split_batch"],
                              lr=cfg["split_lr"], optimizer="sgd",
                              optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
                              lr_schedule="onecycle", augment="flip_translate", tta=True, random_state=cfg["seed"])

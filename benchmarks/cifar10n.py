@@ -142,7 +142,7 @@ def split_extractor(data, labels, cfg, *, evidence="labels"):
         module=FastCNN, module_kwargs=dict(widths=tuple(cfg["widths"]), stem=cfg["stem"], whiten=cfg["whiten"]),
         head="ridge", alpha=1.0,
         budget=NoiseBudgetTransformer(pi=pi, classes=np.arange(K), mapping="flat", radius=cfg["radius"]),
-        feature_split=0.5, max_epochs=cfg["extractor_epochs"], batch_size=cfg["extractor_batch"],
+        feature_split=0.5, split_head="disjoint", max_epochs=cfg["extractor_epochs"], batch_size=cfg["extractor_batch"],
         lr=cfg["extractor_lr"], optimizer="sgd",
         optimizer_kwargs={"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, lr_schedule="onecycle",
         label_smoothing=cfg["extractor_smoothing"], precision="auto", augment="flip_translate", tta=cfg["tta"],

@@ -367,7 +367,7 @@ def run_split(data, args):
     t_fit = time.time() - t0
     F_test = None
     row = dict(run="split", n_train=len(data.votes), head_rows=int(clf.head_rows_.sum()),
-               covered_rows=int(clf.covered_rows_.sum()), split_head=args.split_head,
+               covered_rows=int(clf.covered_rows_.sum()), split_head=clf.split_head_,
                pseudo_label_epochs=clf.pseudo_label_epochs,
                epochs=args.split_epochs or args.epochs, **settings(clf, args), tta=clf.tta_, seed=args.seed,
                fit_seconds=t_fit, alpha=clf.alpha_, scope=clf.scope_)
@@ -482,9 +482,10 @@ def main(argv=None):
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--mode", nargs="+", default=["throughput", "e2e", "split"], choices=["throughput", "e2e", "split", "trial", "select"])
     p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--split-head", choices=["disjoint", "all"], default="disjoint",
-                   help="split mode: the head on the other rows only, or on every row with the backbone rows' "
-                        "labels held fixed (CNATClassifier(split_head=))")
+    p.add_argument("--split-head", choices=["auto", "disjoint", "all"], default="auto",
+                   help="split mode: the head on the other rows only (disjoint), or on every row with the backbone "
+                        "rows' labels held fixed (all; auto, the estimator's default: all for the ridge head) "
+                        "(CNATClassifier(split_head=))")
     p.add_argument("--split-epochs", type=int, default=None, help="epochs of the split-mode backbone (default --epochs)")
     p.add_argument("--pseudo-label-epochs", type=int, default=None,
                    help="split mode: self-training (CNATClassifier(pseudo_label_epochs=)): a student network this many "

@@ -250,6 +250,14 @@ def _alpha_grid(alpha):
     return tuple(float(a) for a in values)
 
 
+def _resolve_split_head(split_head, feature_split, head):
+    """``split_head`` made concrete: ``"auto"`` is ``"all"`` for the ridge head of a split
+    representation (docs/certificates.md, Proposition 8.1), else ``"disjoint"``."""
+    if split_head != "auto":
+        return split_head
+    return "all" if feature_split is not None and head == "ridge" else "disjoint"
+
+
 def _take(inputs, rows):
     """Rows ``rows`` of an input array or torch Dataset (no copy when all rows, in order)."""
     if len(rows) == len(inputs) and np.array_equal(rows, np.arange(len(inputs))):
@@ -423,13 +431,17 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         the backbone rows' labels are not covered). The split depends only on
         ``n_samples`` and ``random_state``; it needs row-wise budgets
         (``NoiseBudget.rowwise``: vote counts or declared classes, a row-wise mapping).
-    split_head : {"disjoint", "all"}, default="disjoint"
+    split_head : {"auto", "disjoint", "all"}, default="auto"
         With ``feature_split``: ``"disjoint"`` fits the head on the rows the backbone did
         not see; ``"all"`` fits the ridge head on every row, the backbone rows' labels
         held fixed in every certificate (they reached the features, so they cannot be
         covered): certificates still cover the other rows' labels, scope "model", now
         with a head of ``n_samples`` rows (docs/certificates.md, Proposition 8.1). Needs
-        ``head="ridge"``.
+        ``head="ridge"``. ``"auto"``: ``"all"`` for the ridge head with
+        ``feature_split``, else ``"disjoint"`` (the robust softmax head cannot hold rows
+        fixed); chosen on training labels (docs/benchmarks.md, split mode: the same
+        covered-row leave-one-out agreement, higher coverage in every tier). The choice
+        made is ``split_head_``.
     pseudo_label_epochs : int or None, default=None
         With ``feature_split``: self-training on the other rows' images, never their
         labels. The backbone trained on its rows (the teacher) labels the other rows'
@@ -526,7 +538,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         Leave-one-out agreement per candidate when ``alpha`` is a grid.
     head_rows_ : ndarray of bool of shape (n_samples,)
         Rows the head is fitted on (all rows unless ``feature_split`` with
-        ``split_head="disjoint"``).
+        ``split_head_ == "disjoint"``).
+    split_head_ : {"disjoint", "all"}
+        ``split_head`` as resolved (``"auto"`` made concrete); ``"disjoint"`` without
+        ``feature_split``.
     pseudo_labels_ : ndarray of shape (n_samples - n_backbone_rows, n_classes)
         The teacher's probabilities for the rows it did not train on, in row order
         (``pseudo_label_epochs`` only).
@@ -578,7 +593,7 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         recalibrate_bn=True,
         scope=None,
         feature_split=None,
-        split_head="disjoint",
+        split_head="auto",
         pseudo_label_epochs=None,
         train_backbone=True,
         precision="auto",
@@ -676,8 +691,8 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
             if self.head not in ("ridge", "robust_softmax"):
                 raise CNATValueError("feature_split needs head='ridge' or 'robust_softmax' (the head fitted on "
                                      "the rows the backbone did not see)")
-        if self.split_head not in ("disjoint", "all"):
-            raise CNATValueError(f"split_head must be 'disjoint' or 'all', got {self.split_head!r}")
+        if self.split_head not in ("auto", "disjoint", "all"):
+            raise CNATValueError(f"split_head must be 'auto', 'disjoint' or 'all', got {self.split_head!r}")
         if self.split_head == "all" and (fs is None or self.head != "ridge"):
             raise CNATValueError("split_head='all' needs feature_split and head='ridge' (the exact engine holds "
                                  "the backbone rows' labels fixed; docs/certificates.md, Proposition 8.1)")
@@ -984,7 +999,9 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         sample_weight = _validate_sample_weight(sample_weight, n)
         budget = self._fit_budget(y, n)
         seed = self._seed()
-        backbone_rows, head_rows = self._split_rows(n, budget, seed)
+        backbone_rows, other_rows = self._split_rows(n, budget, seed)
+        split_head = _resolve_split_head(self.split_head, self.feature_split, self.head)
+        head_rows = np.arange(n) if split_head == "all" else other_rows
         self._check_weights_supported(sample_weight, backbone_rows, head_rows)
         self.budget_ = budget
         self.sample_weight_ = sample_weight
@@ -992,11 +1009,10 @@ class CNATClassifier(ClassifierMixin, BaseEstimator):
         k = len(self.classes_)
         self.scope_ = self._resolve_scope()
         self.covered_rows_ = np.zeros(n, dtype=bool)
-        self.covered_rows_[head_rows] = True
+        self.covered_rows_[other_rows] = True
         if hasattr(self, "pseudo_labels_"):
             del self.pseudo_labels_
-        if self.split_head == "all":
-            head_rows = np.arange(n)
+        self.split_head_ = split_head
         self.head_rows_ = np.zeros(n, dtype=bool)
         self.head_rows_[head_rows] = True
 

@@ -165,6 +165,7 @@ def test_split_head_all_fits_every_row_covers_the_others_and_refuses_what_it_can
         _all_clf(head="robust_softmax").fit(X, votes)
     with pytest.raises(CNATValueError, match="split_head must be"):
         _all_clf().set_params(split_head="both").fit(X, votes)
+    assert clf.split_head_ == "all" and disjoint.split_head_ == "disjoint"
     from sklearn_cnat.relabel import suggest_relabels
 
     for strategy in ("expected", "assumed"):  # only the covered rows are ranked (new votes on a
@@ -206,3 +207,24 @@ def test_split_head_all_certificates_survive_whole_estimator_attacks():
         for i in top:
             attacked_votes[i] = np.eye(3, dtype=int)[runner if h[i] > 0 else c] * 3
         assert _all_clf().fit(X, attacked_votes).predict(Xt[t:t + 1])[0] == flip.prediction[t]
+
+
+def test_split_head_auto_is_all_for_the_ridge_head_and_disjoint_otherwise():
+    X, votes, _ = _images(100, seed=5)
+    auto = _all_clf().set_params(split_head="auto")
+    assert CNATClassifier().split_head == "auto" and "split_head_" not in vars(auto)
+    auto.fit(X, votes)
+    explicit = _all_clf().fit(X, votes)
+    assert auto.split_head == "auto" and auto.split_head_ == "all"
+    np.testing.assert_array_equal(auto.head_rows_, explicit.head_rows_)
+    np.testing.assert_array_equal(auto.covered_rows_, explicit.covered_rows_)
+    np.testing.assert_array_equal(auto.coef_, explicit.coef_)
+    Xt = X[:8]
+    a, b = auto.certify(Xt, tier="flip", m=1), explicit.certify(Xt, tier="flip", m=1)
+    np.testing.assert_array_equal(a.max_flips, b.max_flips)
+    np.testing.assert_array_equal(a.covers, auto.covered_rows_)
+    robust = _all_clf(head="robust_softmax").set_params(split_head="auto").fit(X, votes)
+    assert robust.split_head_ == "disjoint" and robust.head_rows_.sum() == 50
+    np.testing.assert_array_equal(robust.head_rows_, robust.covered_rows_)
+    plain = _all_clf().set_params(split_head="auto", feature_split=None).fit(X, votes)
+    assert plain.split_head_ == "disjoint" and plain.head_rows_.all()

@@ -378,18 +378,20 @@ def test_feature_split_routes_weights_to_backbone_and_head():
     head = clf.head_rows_
     ref = Ridge(alpha=5.0).fit(clf.train_features_, clf.budget_.pi[head], sample_weight=w[head])
     np.testing.assert_allclose(clf.coef_, ref.coef_.T, rtol=1e-8, atol=1e-10)
-    # the head rows' weights do not reach the backbone (Proposition 8 with weights held fixed)
+    # the covered rows' weights do not reach the backbone (Proposition 8 with weights held fixed)
     w2 = w.copy()
-    w2[head] = 1.0
+    w2[clf.covered_rows_] = 1.0
     clf2 = CNATClassifier(**kw).fit(X, votes, sample_weight=w2)
     for a, b in zip(clf.net_.module_.state_dict().values(), clf2.net_.module_.state_dict().values()):
         assert torch.equal(a, b)
     cert = clf.certify(X[:20], tier="bounded")
     assert cert.scope == "model"
-    zero_head = w.copy()
-    zero_head[head] = 0.0
-    with pytest.raises(CNATValueError, match="head rows"):
-        CNATClassifier(**kw).fit(X, votes, sample_weight=zero_head)
+    assert clf.split_head_ == "all" and head.all()  # the default for the ridge head
+    zero_covered = w.copy()
+    zero_covered[clf.covered_rows_] = 0.0  # the head on every row is still defined by the backbone rows'
+    assert CNATClassifier(**kw).fit(X, votes, sample_weight=zero_covered).coef_.any()
+    with pytest.raises(CNATValueError, match="head rows"):  # the disjoint head is not
+        CNATClassifier(split_head="disjoint", **kw).fit(X, votes, sample_weight=zero_covered)
 
 
 def test_pipeline_routes_sample_weight():

@@ -216,7 +216,7 @@ def test_estimator_initialises_the_stem_from_backbone_images_only_and_never_trai
     clf = CNATClassifier(module=_RecordingFastCNN, module_kwargs=TINY, max_epochs=2, feature_split=0.5,
                          random_state=0).fit(X, votes)
     (seen,) = _RecordingFastCNN.seen
-    backbone = X[~clf.head_rows_]
+    backbone = X[~clf.covered_rows_]
     assert len(seen) == len(backbone)  # fewer than 4,096 rows: all of them
     np.testing.assert_array_equal(np.sort(seen.reshape(len(seen), -1), axis=0),
                                   np.sort(backbone.reshape(len(backbone), -1), axis=0))
@@ -322,6 +322,7 @@ def test_set_params_on_default_budget_builds_the_transformer():
 
 
 def _split_clf(**kw):
+    kw.setdefault("split_head", "disjoint")  # the head on the other rows (split_head="all": tests/test_held_rows.py)
     return CNATClassifier(module=FastCNN, module_kwargs=TINY, max_epochs=2, feature_split=0.5, alpha=1.0,
                           budget=NoiseBudgetTransformer(pi="votes", mapping="flat", radius=0.1), random_state=0,
                           **kw)
