@@ -41,6 +41,7 @@ on an idle machine; from a snapshot of the tree (``git worktree``) when editing 
 """
 
 import argparse
+import inspect
 import json
 import platform
 import sys
@@ -50,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sklearn_cnat.models import FastCNN
 from sklearn_cnat.recipes import _ALPHAS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def load(path, n_train=None, seed=0):
 
 def throughput(steps=4, batch=256):
     """img/s of a train step (forward, backward, SGD step) per backbone and precision."""
-    from sklearn_cnat.models import FastCNN, SmallCNN, resnet18
+    from sklearn_cnat.models import SmallCNN, resnet18
 
     rows = []
     backbones = (("FastCNN", FastCNN), ("FastCNN (whiten=False)", lambda **kw: FastCNN(whiten=False, **kw)),
@@ -115,7 +117,8 @@ _RECIPE = {"momentum": (0.9, "momentum"), "bn_bias_lr_scale": (1.0, "bn_bias_lr_
            "logit_scale": (1.0, "logit_scale")}
 
 
-_FASTCNN_WIDTHS = (64, 256, 256)  # FastCNN's default widths (rows before --widths existed had them)
+# FastCNN's default widths (rows recorded before --widths existed had them)
+_FASTCNN_WIDTHS = tuple(inspect.signature(FastCNN).parameters["widths"].default)
 
 
 def _widths_words(row):
@@ -171,7 +174,6 @@ def estimator(args, n_samples, **kw):
     """The benchmark's estimator; ``n_samples``: the rows its network trains on (the recipe's
     weight average reads them)."""
     from sklearn_cnat import CNATClassifier, NoiseBudgetTransformer
-    from sklearn_cnat.models import FastCNN
 
     extra_module_kwargs = dict(kw.pop("module_kwargs", None) or {})
     if args.widths is not None:

@@ -569,7 +569,7 @@ def test_early_learning_stops_the_network_memorising_flipped_labels():
     memorised = {lam: np.mean(c.predict(X)[flipped] == noisy[flipped]) for lam, c in fits.items()}
     test_top1 = {lam: np.mean(c.predict(Xt) == yt) for lam, c in fits.items()}
     # measured 0.97 / 0.0 memorised and 0.76 / 1.0 test top-1 in float32 (bf16 on an AMD EPYC: 1.0 / 0.21, 0.75 / 0.91)
-    assert memorised[0.0] > 0.8 and memorised[3.0] < 0.3, memorised
+    assert memorised[0.0] > 0.8 and memorised[3.0] < 0.2, memorised
     assert test_top1[3.0] > test_top1[0.0] + 0.1, test_top1
 
 
